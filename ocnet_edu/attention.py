@@ -1,0 +1,166 @@
+"""Dense relation: self-attention (SA), Eq. 4 and Eq. 10–11 of the OCNet paper.
+
+Shapes use the axis glossary of :mod:`ocnet_edu.isa`: ``b`` batch, ``c`` channels, ``h``/``w``
+height and width, ``n`` positions attended over (``h·w`` for SA).
+
+The paper's transforms (Sec. 3.2):
+
+* θ (query) and φ (key): two consecutive ``1×1 conv → BN → ReLU`` to ``key_channels``;
+* δ (value): one ``1×1 conv`` to ``value_channels``;
+* ρ (output): one ``1×1 conv`` to ``out_channels``;
+* relation ``W = softmax(θ(X) φ(X)ᵀ / √d)`` with ``d = key_channels`` (Eq. 10),
+  output ``Z = ρ(W δ(X))`` (Eq. 11).
+
+Because δ and ρ are plain (affine) convolutions and every row of W sums to one, the whole module
+is ``Z = W X M + 1 cᵀ`` for a matrix M and vector c built from the δ/ρ weights; see
+:func:`ocnet_edu.relation.affine_form`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+__all__ = ["conv_bn_relu", "attend", "SelfAttention"]
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
+    """``conv (no bias) → BatchNorm → ReLU`` with 'same' padding.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: odd kernel size (1 or 3 in this project).
+        dilation: dilation rate of the convolution.
+    """
+    if kernel_size % 2 != 1:
+        raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+    padding = dilation * (kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    return_weights: bool = False,
+    fused: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over groups of positions (Eq. 10–11 and Eq. 14–15).
+
+    Args:
+        query: ``[b, n, d]`` — θ(X) of ``b`` independent groups of ``n`` positions.
+        key: ``[b, n, d]`` — φ(X).
+        value: ``[b, n, e]`` — δ(X).
+        key_mask: optional bool ``[b, n]``; ``False`` marks a key (a padded position) that must
+            receive zero relation weight. Every query row must keep at least one valid key
+            unless the query itself is padding (its output is then arbitrary and is discarded).
+        return_weights: also return the relation matrix ``W [b, n, n]`` (rows sum to one).
+        fused: use :func:`torch.nn.functional.scaled_dot_product_attention` when the weights
+            are not requested. The explicit softmax path is always used when they are.
+
+    Returns:
+        ``(out [b, n, e], W [b, n, n] or None)``.
+    """
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    # A large finite negative number instead of -inf: a row whose keys are all padding (a padded
+    # query, later cropped away) then gets a uniform row instead of NaNs.
+    bias = None
+    if key_mask is not None:
+        bias = torch.zeros(key_mask.shape, dtype=query.dtype, device=query.device)
+        bias = bias.masked_fill(~key_mask, torch.finfo(query.dtype).min)
+        bias = rearrange(bias, "b m -> b 1 m")
+    if fused and not return_weights:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
+        return out, None
+    scores = torch.einsum("bnd,bmd->bnm", query, key) * scale
+    if bias is not None:
+        scores = scores + bias
+    weights = scores.softmax(dim=-1)
+    out = torch.einsum("bnm,bme->bne", weights, value)
+    return out, (weights if return_weights else None)
+
+
+class SelfAttention(nn.Module):
+    """Self-attention over all ``H·W`` positions: the dense relation scheme (Eq. 10–11).
+
+    Args:
+        in_channels: ``C_in`` of the input ``[B, C_in, H, W]``.
+        key_channels: channels of θ(X) and φ(X); default ``C_in // 2``; also the ``d`` of Eq. 10.
+        value_channels: channels of δ(X); default ``C_in // 2``.
+        out_channels: channels of ρ(·), the output; default ``C_in``.
+
+    Attributes:
+        fused: when True (default) the forward pass without relation maps uses PyTorch's fused
+            ``scaled_dot_product_attention``; the explicit path gives the same numbers.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        key_channels: int | None = None,
+        value_channels: int | None = None,
+        out_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        key_channels = in_channels // 2 if key_channels is None else key_channels
+        value_channels = in_channels // 2 if value_channels is None else value_channels
+        out_channels = in_channels if out_channels is None else out_channels
+        for name, value in (
+            ("in_channels", in_channels),
+            ("key_channels", key_channels),
+            ("value_channels", value_channels),
+            ("out_channels", out_channels),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_channels = in_channels
+        self.key_channels = key_channels
+        self.value_channels = value_channels
+        self.out_channels = out_channels
+        self.fused = True
+        self.theta = nn.Sequential(conv_bn_relu(in_channels, key_channels), conv_bn_relu(key_channels, key_channels))
+        self.phi = nn.Sequential(conv_bn_relu(in_channels, key_channels), conv_bn_relu(key_channels, key_channels))
+        self.delta = nn.Conv2d(in_channels, value_channels, kernel_size=1)
+        self.rho = nn.Conv2d(value_channels, out_channels, kernel_size=1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``[B, in_channels, H, W]``."""
+        if x.dim() != 4:
+            raise ValueError(f"expected a 4-D input [B, C, H, W], got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
+
+    def transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """θ(X), φ(X), δ(X) as maps ``[B, key/key/value channels, H, W]``.
+
+        All three are pointwise, so applying them before grouping pixels (as ISA does) is the
+        same as applying them inside each group.
+        """
+        return self.theta(x), self.phi(x), self.delta(x)
+
+    def forward(self, x: torch.Tensor, return_relation: bool = False):
+        """Args:
+            x: ``[B, C_in, H, W]``.
+            return_relation: also return the dense relation ``W [B, H·W, H·W]`` (raster order).
+
+        Returns:
+            ``y [B, C_out, H, W]``, or ``(y, W)``.
+        """
+        self.check_input(x)
+        height, width = x.shape[-2:]
+        query, key, value = (rearrange(t, "b c h w -> b (h w) c") for t in self.transforms(x))
+        out, relation = attend(query, key, value, return_weights=return_relation, fused=self.fused)
+        y = self.rho(rearrange(out, "b (h w) c -> b c h w", h=height, w=width))
+        return (y, relation) if return_relation else y
