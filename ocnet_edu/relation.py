@@ -69,10 +69,11 @@ def permutation_indices(num_positions: int, num_groups: int) -> torch.Tensor:
     return rearrange(torch.arange(num_positions), "(q p) -> (p q)", p=num_groups)
 
 
-def permutation_matrix(num_positions: int, num_groups: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def permutation_matrix(num_positions: int, num_groups: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The permutation matrix P of Eq. 12, ``[N, N]``: ``(P @ x)[p·Q + q] = x[q·P + p]``.
 
-    Valid for every ``N`` divisible by ``P`` (not only ``N = P²``).
+    Valid for every ``N`` divisible by ``P`` (not only ``N = P²``). ``dtype`` defaults to
+    ``torch.get_default_dtype()``.
     """
     return torch.eye(num_positions, dtype=dtype)[permutation_indices(num_positions, num_groups)]
 
@@ -104,7 +105,7 @@ def raster_permutation(size: tuple[int, int], groups: int | Sequence[int], order
 
 
 def raster_permutation_matrix(
-    size: tuple[int, int], groups: int | Sequence[int], order: str = "local", dtype: torch.dtype = torch.float32
+    size: tuple[int, int], groups: int | Sequence[int], order: str = "local", dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """The permutation matrix S of :func:`raster_permutation`: ``S @ x_flat`` is in that order."""
     return torch.eye(size[0] * size[1], dtype=dtype)[raster_permutation(size, groups, order)]
