@@ -6,7 +6,7 @@ Semantic Segmentation", IJCV 2021. Equation numbers in docstrings are the paper'
 
 from .attention import SelfAttention, attend, conv_bn_relu
 from .isa import InterlacedSparseSelfAttention
-from . import context_sets, relation, scale
+from . import context_sets, heads, relation, scale
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,7 @@ __all__ = [
     "attend",
     "conv_bn_relu",
     "context_sets",
+    "heads",
     "relation",
     "scale",
 ]

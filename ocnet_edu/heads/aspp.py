@@ -1,0 +1,79 @@
+"""ASPP: atrous spatial pyramid pooling with image-level features (DeepLabv3).
+
+L.-C. Chen, G. Papandreou, F. Schroff, H. Adam, "Rethinking Atrous Convolution for Semantic
+Image Segmentation", arXiv:1706.05587, 2017, Sec. 3.3. Compared with OCNet in Table 2 and
+Table 4 of Y. Yuan et al., "OCNet: Object Context for Semantic Segmentation", IJCV 2021.
+
+Five parallel branches of 256 channels (every convolution ``conv → BN → ReLU``)::
+
+    image pooling: global average pool → 1×1 conv C_in → 256 → broadcast back to H × W
+    1×1 conv C_in → 256
+    3×3 conv C_in → 256, dilation 12 / 24 / 36
+    concat [B, 1280, H, W] --1×1 conv--> [B, 256, H, W]
+
+The image-pooling branch has BN on a ``1×1`` map, so in training mode it needs a batch of at
+least two (BN sees one value per channel per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import repeat
+from torch import nn
+
+from ..attention import conv_bn_relu
+
+__all__ = ["ImagePooling", "ASPP"]
+
+
+class ImagePooling(nn.Module):
+    """Image-level feature: global average pooling → 1×1 conv → BN → ReLU → broadcast.
+
+    Args:
+        in_channels: input channels.
+        channels: output channels.
+
+    Shapes:
+        ``[B, in_channels, H, W] → [B, channels, H, W]`` (constant over ``H, W``).
+    """
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.project = conv_bn_relu(in_channels, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bilinear upsampling of a ``1×1`` map is a broadcast; we write it as one."""
+        height, width = x.shape[-2:]
+        pooled = self.project(F.adaptive_avg_pool2d(x, 1))
+        return repeat(pooled, "b c 1 1 -> b c h w", h=height, w=width)
+
+
+class ASPP(nn.Module):
+    """DeepLabv3 ASPP context module.
+
+    Args:
+        in_channels: channels of the backbone map (2048 for ResNet-101).
+        channels: channels of every branch and of the output (256).
+        dilations: dilation rates of the three 3×3 branches (12, 24, 36 for output stride 8).
+
+    Shapes:
+        ``[B, in_channels, H, W] → [B, channels, H, W]``.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 256, dilations: Sequence[int] = (12, 24, 36)) -> None:
+        super().__init__()
+        self.out_channels = channels
+        self.image_pooling = ImagePooling(in_channels, channels)
+        self.pointwise = conv_bn_relu(in_channels, channels, kernel_size=1)
+        self.dilated = nn.ModuleList(
+            conv_bn_relu(in_channels, channels, kernel_size=3, dilation=rate) for rate in dilations
+        )
+        self.fuse = conv_bn_relu((2 + len(self.dilated)) * channels, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
+        branches = [self.image_pooling(x), self.pointwise(x)] + [conv(x) for conv in self.dilated]
+        return self.fuse(torch.cat(branches, dim=1))
