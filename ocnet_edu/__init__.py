@@ -6,13 +6,17 @@ Semantic Segmentation", IJCV 2021. Equation numbers in docstrings are the paper'
 
 from .attention import SelfAttention, attend, conv_bn_relu
 from .isa import InterlacedSparseSelfAttention
-from . import context_sets, heads, relation, scale
+from . import backbones, context_sets, heads, relation, scale
+from .model import OCNet, OCNetOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SelfAttention",
     "InterlacedSparseSelfAttention",
+    "OCNet",
+    "OCNetOutput",
+    "backbones",
     "attend",
     "conv_bn_relu",
     "context_sets",
