@@ -14,6 +14,7 @@ name               out_channels  aux_channels  stride  notes
 ``hrnetv2_w18``    270           270           4
 ``hrnetv2_w32``    480           480           4
 ``hrnetv2_w48``    720           720           4       the paper's HRNet backbone
+``small``          128           64            8       CPU-scale runs only (not in the paper)
 =================  ============  ============  ======  =========================================
 
 Pretrained weights always come from a local file (:mod:`ocnet_edu.backbones.pretrained`).
@@ -26,6 +27,7 @@ from torch import nn
 from ocnet_edu.backbones.hrnet import HRNet, hrnetv2_w18, hrnetv2_w32, hrnetv2_w48
 from ocnet_edu.backbones.pretrained import LoadReport, load_pretrained, read_state_dict
 from ocnet_edu.backbones.resnet import BackboneFeatures, Bottleneck, DilatedResNet, resnet50, resnet101
+from ocnet_edu.backbones.small import SmallBackbone
 
 __all__ = [
     "BACKBONES",
@@ -33,6 +35,7 @@ __all__ = [
     "Bottleneck",
     "DilatedResNet",
     "HRNet",
+    "SmallBackbone",
     "LoadReport",
     "build_backbone",
     "hrnetv2_w18",
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 BACKBONES: tuple[str, ...] = (
-    "resnet50", "resnet101", "resnet50_deep", "resnet101_deep", "hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w48",
+    "resnet50", "resnet101", "resnet50_deep", "resnet101_deep", "hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w48", "small",
 )
 
 
@@ -59,6 +62,10 @@ def build_backbone(name: str, pretrained: str | None = None) -> nn.Module:
     Returns:
         The backbone module, with ``out_channels``, ``aux_channels`` and ``output_stride``.
     """
+    if name == "small":
+        if pretrained is not None:
+            raise ValueError("the small CPU backbone has no pretrained weights")
+        return SmallBackbone()
     if name in ("resnet50", "resnet50_deep"):
         return resnet50(pretrained=pretrained, deep_stem=name.endswith("_deep"))
     if name in ("resnet101", "resnet101_deep"):
