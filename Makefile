@@ -5,8 +5,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+NPM ?= npm
+# Chapters checked in a browser by `make check-book`: CHAPTER=EXPECTATIONS, with EXPECTATIONS a
+# comma-separated subset of math (typeset math present) and img (figures shown); empty = page loads.
+BOOK_CHECKS ?= 01_introduction=math,img 02_context_sets=math,img 03_self_attention=math,img \
+	04_interlaced_sparse_self_attention=math,img 05_complexity=math,img 06_relation_maps=math,img
+BOOK_SCREENSHOT ?= 01_introduction=docs/screenshots/01_introduction.png
 
-.PHONY: install test test-lib test-book book check-book clean
+.PHONY: install test test-lib test-book book check-book chromium clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +34,23 @@ test-lib: install
 test-book: install
 	$(PY) -m pytest --nbval book
 
+## The book: every chapter executed at small scale (unless OCNET_SCALE is set), HTML in _build/html,
+## MathJax served from the build itself, every Sphinx warning an error. --all re-reads and
+## re-executes every page even when its source is unchanged (the library may have changed).
+book check-book test test-book: export OCNET_SCALE ?= small
+book: install
+	$(NPM) ci --no-audit --no-fund
+	rm -rf book/_mathjax
+	mkdir -p book/_mathjax
+	cp -R node_modules/mathjax/es5 book/_mathjax/mathjax
+	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+
+## The built book opened in headless Chromium: math typeset, figures shown, no external scripts.
+check-book: chromium book
+	$(PY) scripts/check_book.py --html _build/html --screenshot $(BOOK_SCREENSHOT) $(BOOK_CHECKS)
+
+chromium:
+	command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache book/_mathjax
