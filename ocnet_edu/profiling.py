@@ -1,0 +1,81 @@
+"""Counting what a forward pass costs without running it: FLOPs and peak tensor memory.
+
+Both work on ``meta`` tensors (shapes only, nothing computed), so they can be taken at the
+paper's full sizes on any machine.
+
+* :func:`count_flops` uses :class:`torch.utils.flop_counter.FlopCounterMode`: 2 FLOPs per
+  multiply-add of convolutions and matrix products; element-wise work, softmax and
+  normalisation are not counted.
+* :func:`peak_tensor_bytes` follows every tensor an operation creates and frees, and reports the
+  largest total alive at once — the peak *extra* memory of the pass (parameters and inputs
+  excluded). It counts storage bytes, not what a GPU caching allocator reports (no alignment,
+  caching or kernel workspaces), so it is an analytic lower bound to compare with measurements.
+  It relies on PyTorch's dispatch-mode hooks (``torch.utils._python_dispatch``), which are
+  public in practice but underscored; it is kept here, in one place, for that reason.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "peak_tensor_bytes", "PeakTensorMemory"]
+
+
+def count_flops(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
+    """FLOPs that :class:`FlopCounterMode` records for ``fn(*inputs)`` (no gradients)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*inputs)
+    return counter.get_total_flops()
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Inside the context, track the bytes of tensor storage created and not yet freed.
+
+    Attributes:
+        current: bytes alive now; peak: the largest value ``current`` reached.
+    """
+
+    def __init__(self, existing: tuple[torch.Tensor, ...] = ()) -> None:
+        super().__init__()
+        # storages that exist before the pass (inputs, parameters): views of them cost nothing
+        self.existing = {t.untyped_storage()._cdata for t in existing}
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                key = storage._cdata
+                if key not in self.live and key not in self.existing:  # a view shares its base's storage
+                    self.live[key] = storage.nbytes()
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+def peak_tensor_bytes(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
+    """Peak bytes of tensors alive at once while ``fn(*inputs)`` runs (no gradients).
+
+    Storage that exists before the call — the inputs and, if ``fn`` is a module, its parameters
+    and buffers — is not counted, nor are views of it.
+    """
+    existing = tuple(inputs)
+    if isinstance(fn, torch.nn.Module):
+        existing += tuple(fn.parameters()) + tuple(fn.buffers())
+    with torch.no_grad(), PeakTensorMemory(existing) as tracker:
+        fn(*inputs)
+    return tracker.peak

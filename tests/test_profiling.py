@@ -1,0 +1,28 @@
+import torch
+
+from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
+from ocnet_edu.profiling import count_flops, peak_tensor_bytes
+
+
+def test_count_flops_matmul():
+    a, b = torch.empty(3, 4, device="meta"), torch.empty(4, 5, device="meta")
+    assert count_flops(torch.matmul, a, b) == 2 * 3 * 4 * 5
+
+
+def test_peak_tensor_bytes_known_values():
+    x = torch.empty(1000, device="meta")
+    # x * 2 allocates 4000 bytes; (x * 2) + 1 allocates another 4000 while the first is alive
+    assert peak_tensor_bytes(lambda t: (t * 2) + 1, x) == 8000
+    assert peak_tensor_bytes(lambda t: t.view(10, 100), x) == 0  # views allocate nothing
+
+
+def test_sa_relation_dominates_peak_and_meta_equals_real():
+    sa = SelfAttention(8).eval()
+    sa.fused = False
+    real = peak_tensor_bytes(sa, torch.randn(1, 8, 16, 16))
+    meta = peak_tensor_bytes(sa.to("meta"), torch.empty(1, 8, 16, 16, device="meta"))
+    assert real == meta
+    assert meta >= 256 * 256 * 4  # at least the N x N relation matrix
+    isa = InterlacedSparseSelfAttention(8, groups=(4, 4)).eval().to("meta")
+    isa.fused = False
+    assert peak_tensor_bytes(isa, torch.empty(1, 8, 16, 16, device="meta")) < meta
