@@ -1,0 +1,69 @@
+"""Shared helpers for the dataset modules: sample seeding and the image/label converters.
+
+Every dataset in :mod:`ocnet_edu.data` returns a pair ``(image, label)``:
+
+* ``image``: ``float32`` tensor ``[3, H, W]`` with RGB values in ``0..255`` (not normalised;
+  normalisation is the last step of the transform pipeline, :class:`~ocnet_edu.data.transforms.Normalize`,
+  because the paper's brightness jitter of ``[-10, 10]`` is defined on the ``0..255`` scale),
+* ``label``: ``int64`` tensor ``[H, W]`` of train ids in ``[0, num_classes)`` with
+  :data:`IGNORE_INDEX` (255) for pixels that are not scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from einops import rearrange
+
+IGNORE_INDEX = 255
+"""The label value of pixels that are neither trained on nor evaluated."""
+
+
+class DatasetError(ValueError):
+    """Raised when a file of a dataset is missing, unreadable or holds invalid values.
+
+    The message always names the offending file (or folder).
+    """
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that depends only on ``(seed, epoch, index)``.
+
+    Data loading is then reproducible whatever the number of ``DataLoader`` workers and whatever
+    order the workers fetch samples in: sample ``index`` of epoch ``epoch`` always gets the same
+    random numbers.
+    """
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`sample_seed`."""
+    return torch.Generator().manual_seed(sample_seed(seed, epoch, index))
+
+
+def image_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``uint8``/float array ``[H, W, 3]`` -> ``float32`` tensor ``[3, H, W]`` in ``0..255``."""
+    return rearrange(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), "h w c -> c h w")
+
+
+def validate_label(label: np.ndarray, num_classes: int, where: str) -> None:
+    """Check that every value of ``label`` is in ``[0, num_classes)`` or equals 255.
+
+    Args:
+        label: integer array ``[H, W]`` of (mapped) train ids.
+        num_classes: number of scored classes.
+        where: the file name to put in the error message.
+
+    Raises:
+        DatasetError: naming ``where`` and listing (up to ten of) the bad values.
+    """
+    bad = ((label < 0) | (label >= num_classes)) & (label != IGNORE_INDEX)
+    if bad.any():
+        values = np.unique(label[bad])[:10].tolist()
+        raise DatasetError(
+            f"{where}: label values {values} are outside [0, {num_classes}) and are not the "
+            f"ignore value {IGNORE_INDEX}"
+        )
