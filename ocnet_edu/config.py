@@ -105,12 +105,14 @@ class LossConfig:
 @dataclass
 class RuntimeConfig:
     """Where and how to run; ``device="auto"`` picks CUDA when present; ``amp_dtype`` is the
-    autocast dtype when ``amp`` is on."""
+    autocast dtype when ``amp`` is on; ``freeze_bn`` keeps every BatchNorm on its running
+    statistics during training (its affine parameters still learn)."""
 
     device: str = "auto"
     amp: bool = False
     amp_dtype: str = "bfloat16"
     channels_last: bool = False
+    freeze_bn: bool = False
     compile: bool = False
     seed: int = 0
     workers: int = 4

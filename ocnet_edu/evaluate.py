@@ -1,0 +1,180 @@
+"""Evaluating a segmentation model: single- or multi-scale, with flipping and sliding windows.
+
+``python -m ocnet_edu evaluate --config RUN/config.yaml --checkpoint RUN/final.pt
+[--scales 0.75 1 1.25 1.5 1.75] [--flip] [--sliding]`` (also under ``torchrun``: each process
+scores its share of the images and the confusion matrices are summed across processes).
+
+* :func:`sliding_window_logits` tiles an image larger than the training crop with crops of
+  that size at stride ``2/3`` of it, and averages the overlapping logits (needed for the
+  1024×2048 Cityscapes images, which do not fit a crop-trained model's memory in one piece).
+* :func:`multi_scale_logits` resizes the image to each scale, optionally adds the horizontally
+  flipped prediction, and averages the softmax-free logits resized back to the input size.
+* :func:`evaluate_model` accumulates :class:`~ocnet_edu.metrics.ConfusionMatrix` (mIoU, pixel
+  accuracy) and :class:`~ocnet_edu.metrics.BoundaryFScore` (Table 6) over a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ocnet_edu import checkpoint as ckpt
+from ocnet_edu import distributed
+from ocnet_edu.metrics import BoundaryFScore, ConfusionMatrix
+
+__all__ = ["sliding_window_logits", "multi_scale_logits", "evaluate_model", "evaluate"]
+
+
+def _forward(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    out = model(image)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def sliding_window_logits(
+    model: nn.Module, image: torch.Tensor, num_classes: int, crop_size: Sequence[int], stride_rate: float = 2 / 3
+) -> torch.Tensor:
+    """Logits ``[B, K, H, W]`` of ``image`` ``[B, 3, H, W]`` from overlapping ``crop_size`` tiles.
+
+    Images smaller than the crop are padded with zeros (the normalised mean) at the bottom and
+    right and the logits cropped back. Every pixel is covered at least once.
+    """
+    crop_h, crop_w = (int(c) for c in crop_size)
+    batch, _, height, width = image.shape
+    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+    padded = F.pad(image, (0, pad_w, 0, pad_h))
+    full_h, full_w = padded.shape[-2:]
+    stride_h, stride_w = max(1, int(crop_h * stride_rate)), max(1, int(crop_w * stride_rate))
+    rows = max(1, math.ceil((full_h - crop_h) / stride_h) + 1)
+    cols = max(1, math.ceil((full_w - crop_w) / stride_w) + 1)
+    logits = image.new_zeros(batch, num_classes, full_h, full_w)
+    count = image.new_zeros(1, 1, full_h, full_w)
+    for r in range(rows):
+        for c in range(cols):
+            top = min(r * stride_h, full_h - crop_h)
+            left = min(c * stride_w, full_w - crop_w)
+            tile = padded[..., top: top + crop_h, left: left + crop_w]
+            logits[..., top: top + crop_h, left: left + crop_w] += _forward(model, tile)
+            count[..., top: top + crop_h, left: left + crop_w] += 1
+    return (logits / count)[..., :height, :width]
+
+
+def multi_scale_logits(
+    model: nn.Module,
+    image: torch.Tensor,
+    num_classes: int,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    crop_size: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Average of the logits at several scales (and their mirror images), at the input size.
+
+    Args:
+        model: in eval mode, mapping ``[B, 3, h, w]`` to logits ``[B, K, h, w]``.
+        image: ``[B, 3, H, W]`` normalised images.
+        num_classes: ``K``.
+        scales: resize factors (the paper's multi-scale test uses 0.75 … 1.75).
+        flip: also predict the horizontally flipped image and flip the logits back.
+        crop_size: if given, predict each scaled image with :func:`sliding_window_logits`.
+    """
+    height, width = image.shape[-2:]
+    total = image.new_zeros(image.shape[0], num_classes, height, width)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        if crop_size is not None:
+            return sliding_window_logits(model, x, num_classes, crop_size)
+        return _forward(model, x)
+
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear", align_corners=True)
+        logits = predict(scaled)
+        if flip:
+            logits = logits + predict(scaled.flip(-1)).flip(-1)
+        total += F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
+    return total / (len(scales) * (2 if flip else 1))
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module,
+    dataset,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    crop_size: Sequence[int] | None = None,
+    boundary_tolerances: Sequence[int] = (3, 5, 9, 12),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` on ``dataset`` (items ``(image [3,H,W], label [H,W])``), one image at a time.
+
+    Under ``torch.distributed`` each rank takes every ``world_size``-th image and the
+    accumulators are summed across ranks before scoring.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    model.eval()
+    confusion = ConfusionMatrix(num_classes, device=device)
+    boundary = BoundaryFScore(num_classes, tolerances=boundary_tolerances, device=device)
+    indices = range(rank, len(dataset), world)
+    for index in tqdm(indices, disable=not (progress and rank == 0), desc="evaluate", unit="img"):
+        image, label = dataset[index]
+        image, label = image[None].to(device), label[None].to(device)
+        pred = multi_scale_logits(model, image, num_classes, scales, flip, crop_size).argmax(1)
+        confusion.update(pred, label)
+        boundary.update(pred, label)
+    confusion.reduce_()
+    boundary.reduce_()
+    scores = confusion.compute()
+    bf = boundary.compute()
+    return {
+        "miou": scores.miou,
+        "pixel_acc": scores.pixel_acc,
+        "mean_acc": scores.mean_acc,
+        "iou": [None if math.isnan(v) else v for v in scores.iou.tolist()],
+        "boundary_f": {str(k): v for k, v in bf.mean.items()},
+        "images": len(dataset),
+        "scales": list(scales),
+        "flip": flip,
+    }
+
+
+def evaluate(
+    cfg,
+    checkpoint: str | Path,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    sliding: bool = False,
+    split: str | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load ``checkpoint`` into the model of ``cfg`` and score it on the validation split."""
+    from ocnet_edu.train import build_model, build_train_dataset
+
+    ctx = distributed.setup(cfg.runtime.device)
+    try:
+        model = build_model(cfg)
+        state = ckpt.load(checkpoint, map_location="cpu")
+        model.load_state_dict(state["model"] if "model" in state else state)
+        model.to(ctx.device)
+        dataset = build_train_dataset(cfg, split=split, train=False)
+        result = evaluate_model(model, dataset, cfg.model.num_classes, ctx.device, scales, flip,
+                                cfg.data.crop_size if sliding else None, progress=progress)
+        result["checkpoint"] = str(checkpoint)
+        if ctx.is_main and out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(result, indent=2))
+        return result
+    finally:
+        distributed.cleanup()
