@@ -38,6 +38,7 @@ class ASPOC(nn.Module):
         key_channels: θ/φ channels of the OCP (default ``channels // 2`` = 128).
         value_channels: δ channels of the OCP (default ``channels // 2`` = 128).
         groups: ``(P_h, P_w)`` of the ISA OCP (default ``(8, 8)``); only for ``ocp="isa"``.
+        stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
         ocp_downsample: run the OCP on an average-pooled map (see
             :func:`ocnet_edu.heads.ocp.run_ocp`); 1 (the paper's text) by default.
 
@@ -58,13 +59,14 @@ class ASPOC(nn.Module):
         key_channels: int | None = None,
         value_channels: int | None = None,
         groups: tuple[int, int] | None = None,
+        stages: tuple[str, ...] | None = None,
         ocp_downsample: int = 1,
     ) -> None:
         super().__init__()
         self.out_channels = channels
         self.ocp_downsample = check_downsample(ocp_downsample)
         self.context = conv_bn_relu(in_channels, channels, kernel_size=3)
-        self.ocp = build_ocp(ocp, channels, key_channels, value_channels, channels, groups)
+        self.ocp = build_ocp(ocp, channels, key_channels, value_channels, channels, groups, stages)
         self.pointwise = conv_bn_relu(in_channels, channels, kernel_size=1)
         self.dilated = nn.ModuleList(
             conv_bn_relu(in_channels, channels, kernel_size=3, dilation=rate) for rate in dilations

@@ -33,6 +33,7 @@ class BaseOC(nn.Module):
         key_channels: θ/φ channels of the OCP (default ``channels // 2`` = 256).
         value_channels: δ channels of the OCP (default ``channels // 2`` = 256).
         groups: ``(P_h, P_w)`` of the ISA OCP (default ``(8, 8)``); only for ``ocp="isa"``.
+        stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
         ocp_downsample: run the OCP on a map average-pooled by this factor and upsample its
             output bilinearly (1 = the paper's Base-OC; 2 = "SA-2×" of Table 3).
 
@@ -52,13 +53,14 @@ class BaseOC(nn.Module):
         key_channels: int | None = None,
         value_channels: int | None = None,
         groups: tuple[int, int] | None = None,
+        stages: tuple[str, ...] | None = None,
         ocp_downsample: int = 1,
     ) -> None:
         super().__init__()
         self.out_channels = channels
         self.ocp_downsample = check_downsample(ocp_downsample)
         self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
-        self.ocp = build_ocp(ocp, channels, key_channels, value_channels, channels, groups)
+        self.ocp = build_ocp(ocp, channels, key_channels, value_channels, channels, groups, stages)
         self.fuse = conv_bn_relu(2 * channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, return_relations: bool = False):

@@ -34,6 +34,7 @@ def build_ocp(
     value_channels: int | None = None,
     out_channels: int | None = None,
     groups: tuple[int, int] | None = None,
+    stages: tuple[str, ...] | None = None,
 ) -> nn.Module:
     """Build the OCP of one kind.
 
@@ -46,17 +47,22 @@ def build_ocp(
         out_channels: ρ channels (default ``C``).
         groups: ``(P_h, P_w)`` of ISA, default ``(8, 8)``; must be ``None`` for ``"sa"`` (a
             dense relation has no groups, and silently ignoring the option would hide a typo).
+        stages: ISA stage order, default ``("global", "local")``; the Table 1 ablations use
+            ``("local", "global")``, ``("global",)`` and ``("local",)``. ``None`` for ``"sa"``.
 
     Returns:
         The module; call it as ``ocp(x)`` → ``[B, out_channels, H, W]``.
     """
     if kind == "sa":
-        if groups is not None:
-            raise ValueError("option 'groups' only applies to the ISA OCP (kind='isa'), not to 'sa'")
+        for option, value in (("groups", groups), ("stages", stages)):
+            if value is not None:
+                raise ValueError(f"option {option!r} only applies to the ISA OCP (kind='isa'), not to 'sa'")
         return SelfAttention(in_channels, key_channels, value_channels, out_channels)
     if kind == "isa":
         groups = DEFAULT_ISA_GROUPS if groups is None else groups
-        return InterlacedSparseSelfAttention(in_channels, key_channels, value_channels, out_channels, groups=groups)
+        stages = ("global", "local") if stages is None else tuple(stages)
+        return InterlacedSparseSelfAttention(in_channels, key_channels, value_channels, out_channels, groups=groups,
+                                             stages=stages)
     raise ValueError(f"unknown OCP kind {kind!r}; valid kinds: {list(OCP_KINDS)}")
 
 

@@ -121,6 +121,7 @@ class PyramidOC(nn.Module):
         key_channels: θ/φ channels of every OCP (default ``channels // 2``).
         value_channels: δ channels of every OCP (default ``channels // 2``).
         groups: ``(P_h, P_w)`` of the ISA OCPs (default ``(8, 8)``, applied inside each region);
+        stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
             only for ``ocp="isa"``.
 
     Attributes:
@@ -140,6 +141,7 @@ class PyramidOC(nn.Module):
         key_channels: int | None = None,
         value_channels: int | None = None,
         groups: tuple[int, int] | None = None,
+        stages: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         self.pyramid = tuple(pyramid)
@@ -149,7 +151,7 @@ class PyramidOC(nn.Module):
         levels = len(self.pyramid)
         self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
         self.ocps = nn.ModuleList(
-            build_ocp(ocp, channels, key_channels, value_channels, channels, groups) for _ in self.pyramid
+            build_ocp(ocp, channels, key_channels, value_channels, channels, groups, stages) for _ in self.pyramid
         )
         self.expand = conv_bn_relu(channels, levels * channels, kernel_size=1)
         self.fuse = conv_bn_relu(2 * levels * channels, channels, kernel_size=1)
