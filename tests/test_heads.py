@@ -312,6 +312,13 @@ def test_option_fixed_by_the_name_is_rejected():
 def test_isa_option_on_an_sa_module_is_rejected():
     with pytest.raises(ValueError, match="groups"):
         build_context_module("base_oc_sa", IN_CHANNELS, groups=(4, 4))
+    with pytest.raises(ValueError, match="stages"):
+        build_context_module("base_oc_sa", IN_CHANNELS, stages=("local",))
+
+
+def test_stage_order_reaches_the_ocp():
+    head = build_context_module("base_oc_isa", IN_CHANNELS, stages=("local", "global"), groups=(2, 2))
+    assert head.ocp.stages == ("local", "global")
 
 
 def test_bad_option_values_are_rejected():
@@ -327,6 +334,7 @@ def test_context_module_options_lists_constructor_arguments():
         "key_channels": None,
         "value_channels": None,
         "groups": None,
+        "stages": None,
         "ocp_downsample": 1,
     }
     assert "ocp_downsample" not in context_module_options("sa_2x")
