@@ -1,0 +1,32 @@
+"""The residual ISA block starts as the identity and then learns."""
+
+import torch
+
+from ocnet_edu.backbones import DilatedResNet
+from ocnet_edu.block import ResidualISABlock, insert_after
+
+
+def test_block_is_identity_at_init_and_has_gradients():
+    block = ResidualISABlock(16, groups=(2, 2)).train()
+    x = torch.randn(2, 16, 8, 12, requires_grad=True)
+    y = block(x)
+    assert torch.equal(y, x)
+    y.square().sum().backward()
+    assert block.norm.weight.grad.abs().sum() > 0  # the zero scale gets a gradient and will move
+
+
+def test_inserting_into_a_resnet_leaves_its_output_unchanged():
+    torch.manual_seed(0)
+    net = DilatedResNet(depth=50, base_width=4).eval()  # a narrow ResNet-50 with the real layout
+    x = torch.randn(1, 3, 64, 64)
+    before = net(x)
+    net.layer3 = insert_after(net.layer3, ResidualISABlock(net.layer3[-1].conv3.out_channels, groups=(2, 2)))
+    after = net(x)
+    assert torch.equal(before.out, after.out) and torch.equal(before.aux, after.aux)
+    assert any(isinstance(m, ResidualISABlock) for m in net.modules())
+
+
+def test_without_zero_init_the_block_changes_the_output():
+    block = ResidualISABlock(8, groups=(2, 2), zero_init=False).eval()
+    x = torch.randn(1, 8, 4, 4)
+    assert not torch.allclose(block(x), x)
