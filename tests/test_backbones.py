@@ -428,7 +428,8 @@ def test_hrnet_rejects_bad_configuration() -> None:
         tiny_hrnet()(torch.randn(1, 4, 32, 32))
 
 
-@pytest.mark.parametrize("name", [n for n in BACKBONES if n != "hrnetv2_w48"])  # W48: tests above
+# W48: tests above; the small CPU backbone: tests/test_small_backbone.py
+@pytest.mark.parametrize("name", [n for n in BACKBONES if n not in ("hrnetv2_w48", "small")])
 def test_every_named_backbone_builds(name: str) -> None:
     with META:
         model = build_backbone(name)
