@@ -80,8 +80,14 @@ def attend(
         bias = bias.masked_fill(~key_mask, torch.finfo(query.dtype).min)
         bias = rearrange(bias, "b m -> b 1 m")
     if fused and not return_weights:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
-        return out, None
+        # PyTorch's fused kernels (flash / memory-efficient) only take 4-D [batch, heads, n, d]
+        # inputs whose last axis is contiguous; otherwise SDPA silently falls back to the math
+        # path, which materialises the n x n matrix. One head axis and a contiguous layout make
+        # the fused kernels eligible.
+        q, k, v = (rearrange(t, "b n d -> b 1 n d").contiguous() for t in (query, key, value))
+        mask = None if bias is None else rearrange(bias, "b 1 m -> b 1 1 m")
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return rearrange(out, "b 1 n e -> b n e"), None
     scores = torch.einsum("bnd,bmd->bnm", query, key) * scale
     if bias is not None:
         scores = scores + bias

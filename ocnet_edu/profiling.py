@@ -23,14 +23,28 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["count_flops", "peak_tensor_bytes", "PeakTensorMemory"]
+__all__ = ["count_flops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory"]
+
+
+def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+#: FLOP formulas FlopCounterMode lacks (torch 2.13): the CPU flash-attention kernel that
+#: ``scaled_dot_product_attention`` picks for 4-D inputs on the CPU is otherwise counted as 0.
+EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent :class:`FlopCounterMode` that also counts the CPU flash-attention kernel."""
+    return FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
 
 
 def count_flops(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
-    """FLOPs that :class:`FlopCounterMode` records for ``fn(*inputs)`` (no gradients)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """FLOPs that :func:`flop_counter` records for ``fn(*inputs)`` (no gradients)."""
+    with torch.no_grad(), flop_counter() as counter:
         fn(*inputs)
     return counter.get_total_flops()
 

@@ -79,3 +79,28 @@ def test_bad_input(module, shape, message):
 def test_bad_channels(kwargs):
     with pytest.raises(ValueError, match="positive int"):
         SelfAttention(**kwargs)
+
+
+def test_fused_path_does_not_materialise_the_relation():
+    """The fused path must reach a fused kernel: far less than the n x n matrix is allocated."""
+    from ocnet_edu.profiling import peak_tensor_bytes
+
+    q, k, v = torch.randn(1, 1024, 16), torch.randn(1, 1024, 16), torch.randn(1, 1024, 16)
+    relation_bytes = 1024 * 1024 * 4
+    fused = peak_tensor_bytes(lambda *t: attend(*t, fused=True)[0], q, k, v)
+    plain = peak_tensor_bytes(lambda *t: attend(*t, fused=False)[0], q, k, v)
+    assert plain >= relation_bytes and fused < relation_bytes / 4
+
+
+def test_fused_module_does_not_materialise_the_relation():
+    """Through the module (non-contiguous q/k/v views), the fused path still reaches a kernel
+    that never stores the n x n relation."""
+    from ocnet_edu.profiling import peak_tensor_bytes
+
+    module = SelfAttention(16).eval()
+    x = torch.randn(1, 16, 32, 32)
+    relation_bytes = (32 * 32) ** 2 * 4
+    module.fused = False
+    assert peak_tensor_bytes(module, x) >= 2 * relation_bytes
+    module.fused = True
+    assert peak_tensor_bytes(module, x) < relation_bytes / 4

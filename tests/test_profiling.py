@@ -26,3 +26,11 @@ def test_sa_relation_dominates_peak_and_meta_equals_real():
     isa = InterlacedSparseSelfAttention(8, groups=(4, 4)).eval().to("meta")
     isa.fused = False
     assert peak_tensor_bytes(isa, torch.empty(1, 8, 16, 16, device="meta")) < meta
+
+
+def test_fused_attention_is_counted_on_the_cpu_as_on_meta():
+    sa = SelfAttention(8).eval()
+    real = count_flops(sa, torch.randn(1, 8, 12, 12))
+    meta = count_flops(sa.to("meta"), torch.empty(1, 8, 12, 12, device="meta"))
+    n, d = 144, 4
+    assert real == meta and real > 2 * 2 * n * n * d  # the two attention products are in

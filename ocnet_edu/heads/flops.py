@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from ocnet_edu.profiling import flop_counter
 
 __all__ = ["TABLE4_INPUT", "TABLE4_NOTES", "count_gflops"]
 
@@ -67,7 +68,7 @@ def count_gflops(module: nn.Module, input_shape: Sequence[int], device: str | to
         module = copy.deepcopy(module)
     module.eval()
     x = torch.zeros(tuple(input_shape), device=device)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter, torch.no_grad():
         module(x)
     return counter.get_total_flops() / 1e9
