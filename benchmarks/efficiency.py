@@ -154,6 +154,42 @@ def measure_here(spec: Spec, device: str, warmup: int, repeats: int) -> dict:
     return {"peak_memory_mb": peak, "times_ms": times}
 
 
+def interleaved_ratio_here(side: int, fused: bool, device: str, warmup: int, repeats: int) -> dict:
+    """Time the einops ISA and the Algorithm 1 transcription alternately, in one process, so that
+    both see the same machine load; returns both medians (ms)."""
+    from ocnet_edu.reference import algorithm1_isa
+
+    dev = torch.device(device)
+    spec = Spec("isa", "isa", "isa", 512, side, fused)
+    module = build(spec).to(dev)
+    x = torch.randn(1, 512, side, side, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    runs = {"einops": lambda: module(x),
+            "algorithm1": lambda: algorithm1_isa(x, module.stage("global"), module.stage("local"), 8, 8)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for run in runs.values():
+                run()
+        for _ in range(repeats):
+            for name, run in runs.items():
+                sync()
+                start = time.perf_counter()
+                run()
+                sync()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def interleaved_ratio(side: int, fused: bool, device: str, warmup: int, repeats: int) -> dict:
+    command = [sys.executable, __file__, "--ratio-child", json.dumps({"side": side, "fused": fused}), "--device", device,
+               "--warmup", str(warmup), "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"timing einops vs Algorithm 1 failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(spec: Spec, device: str, warmup: int, repeats: int) -> Result:
     """GFLOPs here (on meta), memory and time in a fresh subprocess."""
     gflops = count_gflops(build(spec), (1, spec.channels, spec.side, spec.side))
@@ -199,7 +235,7 @@ def table4_side_by_side(results: list[Result]):
     return merged[columns]
 
 
-def fig4_summary(results: list[Result]):
+def fig4_summary(results: list[Result], ratios: dict[str, dict]):
     import pandas as pd
 
     by = {r.label: r for r in results}
@@ -212,10 +248,12 @@ def fig4_summary(results: list[Result]):
             "ISA/SA GFLOPs": round(isa.gflops / sa.gflops, 3),
             "SA/ISA time (speed-up)": round(sa.time_median_ms / isa.time_median_ms, 2),
             "einops ISA / Algorithm 1 time": round(isa.time_median_ms / alg1.time_median_ms, 3),
+            "einops ISA / Algorithm 1 time (interleaved)": round(ratios[tag]["einops"] / ratios[tag]["algorithm1"], 3),
         })
     rows.append({"attention path": "paper (Fig. 4)", "ISA/SA memory": PAPER_FIG4["memory_ratio"],
                  "ISA/SA GFLOPs": PAPER_FIG4["gflops_ratio"], "SA/ISA time (speed-up)": PAPER_FIG4["speedup"],
-                 "einops ISA / Algorithm 1 time": float("nan")})
+                 "einops ISA / Algorithm 1 time": float("nan"),
+                 "einops ISA / Algorithm 1 time (interleaved)": float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -228,9 +266,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--names", nargs="*", default=list(CONTEXT_MODULE_NAMES), help="context modules to measure")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--ratio-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure_here(Spec(**json.loads(args.child)), args.device, args.warmup, args.repeats)))
+        return
+    if args.ratio_child:
+        options = json.loads(args.ratio_child)
+        print(json.dumps(interleaved_ratio_here(options["side"], options["fused"], args.device, args.warmup,
+                                                args.repeats)))
         return
     from tqdm import tqdm
 
@@ -253,7 +297,9 @@ def main(argv: list[str] | None = None) -> None:
         side_by_side.to_csv(args.out / f"table4_{args.device}.csv", index=False)
         print(f"\nTable 4 at [1, 2048, {args.side}, {args.side}] on {machine} (paper: V100, {args.side == 128 and 'same size' or 'size 128'})")
         print(side_by_side.to_string(index=False))
-    summary = fig4_summary(results)
+    ratios = {tag: interleaved_ratio(args.side, tag == "fused", args.device, args.warmup, max(args.repeats, 7))
+              for tag in ("explicit", "fused")}
+    summary = fig4_summary(results, ratios)
     summary.to_csv(args.out / f"fig4_{args.device}.csv", index=False)
     print(f"\nFig. 4: SA vs ISA at [1, 512, {args.side}, {args.side}]")
     print(summary.to_string(index=False))
