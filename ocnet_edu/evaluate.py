@@ -118,7 +118,7 @@ def evaluate_model(
     Under ``torch.distributed`` each rank takes every ``world_size``-th image and the
     accumulators are summed across ranks before scoring.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
 
     device = torch.device(device)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0

@@ -178,7 +178,7 @@ class OCNet(nn.Module):
         """
         if not isinstance(output, OCNetOutput):
             raise TypeError("loss() expects the training-mode OCNetOutput; call model.train() first")
-        total = F.cross_entropy(output.logits, target, ignore_index=ignore_index)
-        if output.aux_logits is not None:
-            total = total + self.aux_weight * F.cross_entropy(output.aux_logits, target, ignore_index=ignore_index)
-        return total
+        from ocnet_edu.losses import segmentation_loss
+
+        return segmentation_loss(output.logits, target, output.aux_logits, aux_weight=self.aux_weight,
+                                 ignore_index=ignore_index)

@@ -117,3 +117,15 @@ def test_cli_rejects_bad_config_keys(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2
     assert "optim.learning_rate" in done.stderr and "lr" in done.stderr
+
+
+def test_synthetic_validation_shares_the_palette_but_not_the_scenes(tmp_path):
+    from ocnet_edu.train import build_train_dataset
+
+    cfg = config(tmp_path)
+    train_set, val_set = build_train_dataset(cfg), build_train_dataset(cfg, train=False)
+    assert (train_set.palette == val_set.palette).all()
+    assert val_set.first_index == len(train_set)
+    _, train_label = train_set.generate(0)
+    _, val_label = val_set.generate(0)
+    assert not (train_label == val_label).all()

@@ -32,6 +32,9 @@ class SyntheticShapes(Dataset):
         max_shapes: each image has between 1 and ``max_shapes`` shapes.
         noise: standard deviation of the Gaussian pixel noise (0..255 scale).
         transform: ``transform(image, label, generator) -> (image, label)`` or ``None``.
+        first_index: item ``i`` is scene number ``first_index + i`` of the seed's stream. A
+            validation set is the same seed (same palette) with ``first_index`` past the
+            training set, so the two share classes and colours but no scene.
 
     Returns (per item):
         image ``float32`` ``[3, H, W]`` in ``0..255`` and label ``int64`` ``[H, W]`` in
@@ -49,6 +52,7 @@ class SyntheticShapes(Dataset):
         max_shapes: int = 5,
         noise: float = 12.0,
         transform: Transform | None = None,
+        first_index: int = 0,
     ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2 (background + one shape), got {num_classes}")
@@ -59,6 +63,9 @@ class SyntheticShapes(Dataset):
         self.max_shapes = max_shapes
         self.noise = noise
         self.transform = transform
+        if first_index < 0:
+            raise ValueError(f"first_index must be >= 0, got {first_index}")
+        self.first_index = first_index
         self.epoch = 0
         palette_rng = np.random.default_rng([seed, _PALETTE_STREAM])
         # [num_classes, 3] colours, kept away from 0 and 255 so that noise rarely clips
@@ -75,7 +82,7 @@ class SyntheticShapes(Dataset):
         """Sample ``index`` as numpy arrays: image ``float32`` ``[H, W, 3]``, label ``int64`` ``[H, W]``."""
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, self.first_index + index])
         h, w = self.size
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
@@ -105,11 +112,12 @@ class SyntheticShapes(Dataset):
         image_np, label_np = self.generate(index)
         image, label = image_to_tensor(image_np), torch.from_numpy(label_np)
         if self.transform is not None:
-            image, label = self.transform(image, label, sample_generator(self.seed, self.epoch, index))
+            image, label = self.transform(image, label,
+                                          sample_generator(self.seed, self.epoch, self.first_index + index))
         return image, label
 
     def __repr__(self) -> str:
         return (
             f"SyntheticShapes(length={self.length}, size={self.size}, num_classes={self.num_classes}, "
-            f"seed={self.seed})"
+            f"seed={self.seed}, first_index={self.first_index})"
         )
