@@ -41,10 +41,14 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    """The network: backbone, object-context module (and its keyword options), classes,
-    pretrained weights (a local file), dropout before the classifiers."""
+    """The network: backbone (and its keyword options), object-context module (and its keyword
+    options), classes, pretrained weights (a local file), dropout before the classifiers.
+
+    ``backbone_options`` are passed to the backbone's constructor; only ``small`` takes any
+    (``width``, ``blocks``: :class:`~ocnet_edu.backbones.SmallBackbone`)."""
 
     backbone: str = "resnet101"
+    backbone_options: dict[str, Any] = field(default_factory=dict)
     context: str = "base_oc_isa"
     context_options: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 19

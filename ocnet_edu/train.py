@@ -51,7 +51,7 @@ def build_model(cfg: Config) -> nn.Module:
     from ocnet_edu.heads import build_context_module
     from ocnet_edu.model import OCNet
 
-    backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained)
+    backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained, **cfg.model.backbone_options)
     context = build_context_module(cfg.model.context, in_channels=backbone.out_channels, **cfg.model.context_options)
     return OCNet(backbone, context, num_classes=cfg.model.num_classes, aux_weight=cfg.loss.aux_weight,
                  dropout=cfg.model.dropout)
@@ -72,15 +72,16 @@ def build_train_dataset(cfg: Config, split: str | None = None, train: bool = Tru
     if data.dataset == "synthetic":
         from ocnet_edu.data.synthetic import SyntheticShapes
 
+        # validation: the same seed (hence the same class colours), scenes after the training ones
         length = data.synthetic_length if train else max(1, data.synthetic_length // 4)
-        seed = cfg.runtime.seed if train else cfg.runtime.seed + 10_000  # a disjoint validation set
+        first = 0 if train else data.synthetic_length
         return SyntheticShapes(length=length, size=data.synthetic_size, num_classes=cfg.model.num_classes,
-                               seed=seed, transform=transform)
+                               seed=cfg.runtime.seed, transform=transform, first_index=first)
     if data.dataset == "digits":
         from ocnet_edu.data.digits import DigitScenes
 
         return DigitScenes(split=split, length=data.synthetic_length, size=data.synthetic_size,
-                           seed=cfg.runtime.seed, transform=transform if train else None)
+                           seed=cfg.runtime.seed, transform=transform)
     return build_dataset(data.dataset, data.root, split, transform=transform, seed=cfg.runtime.seed)
 
 
@@ -175,7 +176,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_after: 
 
 def _train(cfg: Config, ctx: distributed.DistributedContext, out_dir: Path, resume: bool, progress: bool,
            stop_after: int | None) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
 
     _seed_everything(cfg.runtime.seed)  # the same initial weights on every rank
     model = build_model(cfg)

@@ -22,6 +22,8 @@ Pretrained weights always come from a local file (:mod:`ocnet_edu.backbones.pret
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from ocnet_edu.backbones.hrnet import HRNet, hrnetv2_w18, hrnetv2_w32, hrnetv2_w48
@@ -52,20 +54,31 @@ BACKBONES: tuple[str, ...] = (
 )
 
 
-def build_backbone(name: str, pretrained: str | None = None) -> nn.Module:
+def build_backbone(name: str, pretrained: str | None = None, **options: Any) -> nn.Module:
     """Build a backbone by name (see the table in the module docstring).
 
     Args:
         name: one of :data:`BACKBONES`.
         pretrained: optional path to a local ImageNet checkpoint.
+        **options: constructor arguments; only ``"small"`` accepts any (``width``, ``blocks``,
+            see :class:`SmallBackbone`); the paper's backbones have fixed architectures.
 
     Returns:
         The backbone module, with ``out_channels``, ``aux_channels`` and ``output_stride``.
+
+    Raises:
+        ValueError: unknown ``name``, or options for a backbone that takes none.
+        TypeError: an option ``SmallBackbone`` does not accept.
     """
     if name == "small":
         if pretrained is not None:
             raise ValueError("the small CPU backbone has no pretrained weights")
-        return SmallBackbone()
+        unknown = sorted(set(options) - {"width", "blocks"})
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown} for backbone 'small'; valid options: ['blocks', 'width']")
+        return SmallBackbone(**options)
+    if options:
+        raise ValueError(f"backbone {name!r} takes no options, got {sorted(options)}")
     if name in ("resnet50", "resnet50_deep"):
         return resnet50(pretrained=pretrained, deep_stem=name.endswith("_deep"))
     if name in ("resnet101", "resnet101_deep"):

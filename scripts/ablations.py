@@ -1,0 +1,271 @@
+"""Proxy versions of the paper's ablations (Tables 1, 2, 3, 5) on the digit-scenes benchmark.
+
+Run from the repository root::
+
+    python scripts/ablations.py                       # Tables 1 2 3 5, seeds 0 1 2
+    python scripts/ablations.py --tables 2 --seeds 0 --iters 100
+    python scripts/ablations.py --dry-run             # 2 iterations per run: a smoke test
+
+Every run trains the model of ``configs/digits.yaml`` with one context module, with the library's
+own stack (:func:`ocnet_edu.train.train`), for the same number of iterations, batch size and
+learning rate, and scores it on the validation scenes (unseen handwriting) with
+:func:`ocnet_edu.evaluate.evaluate_model`. Each run appends one row to the CSV (default
+``benchmarks/results/ablations.csv``); a run whose ``(table, method, seed, settings)`` is already
+there is skipped, so an interrupted sweep continues where it stopped. These numbers are a proxy
+for the paper's (Cityscapes/ADE20K mIoU with ResNet-101): they compare the modules with each other
+on a task that needs object context, at CPU scale. The table ``rf`` (not in the paper) trains the
+no-context baseline with deeper backbones: accuracy against receptive field.
+
+Scaling to the small feature map. The benchmark's feature map is 8×8 (64×64 scenes, output
+stride 8); the paper's Cityscapes map is 64×128 (512×1024 crops). Sizes defined in feature pixels
+are scaled by the ratio of the short sides, 8/64:
+
+* ASPP / ASP-OC dilation rates ``(12, 24, 36)`` → ``round(r · 8/64)`` = ``(2, 3, 5)`` (rounding
+  half up): the outer taps still land inside the map for central pixels, as ``36`` does on 64×128.
+* ISA group counts ``P`` of Table 1: the paper sweeps ``{4, 8, 16}`` around its default 8; the
+  proxy sweeps ``{1, 2, 4}`` around the benchmark's default 2 (``configs/digits.yaml``), keeping
+  the ratios to the default. ``P = 1`` is degenerate: the global stage is then dense attention
+  over the whole map and the local stage attends within single pixels.
+* Pyramid-OC and PPM keep the paper's bins ``(1, 2, 3, 6)`` (uneven regions where 8 is not
+  divisible, see :func:`ocnet_edu.heads.region_sizes`).
+* Every head uses ``channels = 64`` (the paper: 512, ASP-OC/ASPP 256) and its default key/value
+  channel ratios; CPU-sized, the same for every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout without installing the package
+    sys.path.insert(0, str(ROOT))
+
+BASE_CONFIG = ROOT / "configs" / "digits.yaml"
+DEFAULT_CSV = ROOT / "benchmarks" / "results" / "ablations.csv"
+COLUMNS = ("table", "method", "context_module", "options", "seed", "miou", "pixel_acc", "train_seconds",
+           "commit", "settings")
+TABLES = ("1", "2", "3", "5", "rf")
+
+CHANNELS = 64
+"""Channels of every context module (CPU-sized; the paper uses 512, or 256 for ASPP/ASP-OC)."""
+PAPER_FEATURE_SIDE = 64
+"""Short side of the paper's Cityscapes feature map (512×1024 crop, output stride 8)."""
+PAPER_DILATIONS = (12, 24, 36)
+"""ASPP / ASP-OC dilation rates of the paper (Sec. 3.3)."""
+PAPER_TO_PROXY_GROUPS = {4: 1, 8: 2, 16: 4}
+"""ISA group counts of Table 1 → those used on the 8×8 map (ratios kept, see module docstring)."""
+
+
+def scaled_dilations(feature_side: int, rates: Sequence[int] = PAPER_DILATIONS) -> list[int]:
+    """The paper's dilation ``rates`` scaled from a 64-pixel to a ``feature_side``-pixel map
+    (rounded half up, at least 1): ``scaled_dilations(8) == [2, 3, 5]``."""
+    return [max(1, int(r * feature_side / PAPER_FEATURE_SIDE + 0.5)) for r in rates]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of one table: a context module with its options (and backbone options)."""
+
+    table: str
+    method: str
+    context: str
+    options: dict[str, Any] = field(default_factory=dict)
+    backbone_options: dict[str, Any] | None = None  # None: those of the base config
+
+    def options_json(self) -> str:
+        data: dict[str, Any] = dict(self.options)
+        if self.backbone_options is not None:
+            data["backbone_options"] = self.backbone_options
+        return json.dumps(data, sort_keys=True)
+
+
+def table_runs(table: str, feature_side: int = 8) -> list[Run]:
+    """The runs of one proxy table (see the module docstring for the sizes).
+
+    Args:
+        table: one of :data:`TABLES`.
+        feature_side: short side of the benchmark's feature map (scales the ASPP dilations).
+    """
+    base = {"channels": CHANNELS}
+    isa = {**base, "groups": [2, 2]}  # the proxy of the paper's default P_h = P_w = 8
+    dilations = scaled_dilations(feature_side)
+    if table == "1":
+        runs = [Run("1", "none", "none", base)]
+        for p_h, p_w in [(4, 4), (4, 8), (8, 4), (8, 8), (8, 16), (16, 8), (16, 16)]:
+            groups = [PAPER_TO_PROXY_GROUPS[p_h], PAPER_TO_PROXY_GROUPS[p_w]]
+            runs.append(Run("1", f"global+local {p_h}x{p_w}", "base_oc_isa", {**base, "groups": groups}))
+        runs.append(Run("1", "local+global 8x8", "base_oc_isa", {**isa, "stages": ["local", "global"]}))
+        runs.append(Run("1", "global only 8x8", "base_oc_isa", {**isa, "stages": ["global"]}))
+        runs.append(Run("1", "local only 8x8", "base_oc_isa", {**isa, "stages": ["local"]}))
+        return runs
+    if table == "2":
+        return [Run("2", "none", "none", base), Run("2", "ppm", "ppm", base),
+                Run("2", "aspp", "aspp", {**base, "dilations": dilations}),
+                Run("2", "base_oc_sa", "base_oc_sa", base), Run("2", "base_oc_isa", "base_oc_isa", isa)]
+    if table == "3":
+        return [Run("3", name, name, base) for name in ("sa_2x", "rcca", "cgnl", "efficient_attention")] + [
+            Run("3", "base_oc_isa", "base_oc_isa", isa)]
+    if table == "5":
+        return [Run("5", "none", "none", base),
+                Run("5", "base_oc_sa", "base_oc_sa", base), Run("5", "base_oc_isa", "base_oc_isa", isa),
+                Run("5", "pyramid_oc_sa", "pyramid_oc_sa", base), Run("5", "pyramid_oc_isa", "pyramid_oc_isa", isa),
+                Run("5", "asp_oc_sa", "asp_oc_sa", {**base, "dilations": dilations}),
+                Run("5", "asp_oc_isa", "asp_oc_isa", {**isa, "dilations": dilations})]
+    if table == "rf":
+        return [Run("rf", f"none blocks {b}x3", "none", base, {"width": 8, "blocks": [b, b, b]}) for b in (1, 2, 3)]
+    raise ValueError(f"unknown table {table!r}; choose from {', '.join(TABLES)}")
+
+
+def git_commit() -> str:
+    """The checkout's commit (with ``+dirty`` if the tree has changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def build_config(run: Run, seed: int, iters: int, dry_run: bool, out_dir: Path):
+    """The base config with this run's module, options, seed, budget and output directory.
+
+    The option dicts are replaced, not merged (a ``key=value`` override would merge them into the
+    base config's ``context_options`` and leave, e.g., its ``groups`` for a module without groups).
+    """
+    from ocnet_edu.config import load_config
+
+    overrides = [
+        f"model.context={run.context}",
+        f"runtime.seed={seed}",
+        f"schedule.max_iters={iters}",
+        f"schedule.checkpoint_every={iters}",
+        f"runtime.out_dir={out_dir}",
+    ]
+    if dry_run:
+        overrides += ["data.synthetic_length=8", "schedule.batch_size=4"]
+    cfg = load_config(BASE_CONFIG, overrides)
+    cfg.model.context_options = dict(run.options)
+    if run.backbone_options is not None:
+        cfg.model.backbone_options = dict(run.backbone_options)
+    return cfg
+
+
+def settings_of(cfg) -> str:
+    """The budget and data settings that make runs comparable, as a JSON string (part of the key
+    a row is resumed by)."""
+    return json.dumps({
+        "iters": cfg.schedule.max_iters, "batch": cfg.schedule.batch_size, "lr": cfg.optim.lr,
+        "weight_decay": cfg.optim.weight_decay, "crop": list(cfg.data.crop_size),
+        "scenes": cfg.data.synthetic_length, "size": list(cfg.data.synthetic_size),
+        "backbone": cfg.model.backbone, "backbone_options": cfg.model.backbone_options,
+    }, sort_keys=True)
+
+
+def train_and_score(run: Run, seed: int, iters: int, dry_run: bool) -> dict[str, Any]:
+    """Train one run in a temporary directory, score it on the validation scenes, return the row."""
+    import torch
+
+    from ocnet_edu import checkpoint as ckpt
+    from ocnet_edu.evaluate import evaluate_model
+    from ocnet_edu.train import FINAL, build_model, build_train_dataset, train
+
+    with tempfile.TemporaryDirectory(prefix="ocnet_ablation_") as tmp:
+        cfg = build_config(run, seed, iters, dry_run, Path(tmp))
+        start = time.perf_counter()
+        train(cfg, progress=False)
+        seconds = time.perf_counter() - start
+        model = build_model(cfg)
+        model.load_state_dict(ckpt.load(Path(tmp) / FINAL, map_location="cpu")["model"])
+    dataset = build_train_dataset(cfg, train=False)
+    scores = evaluate_model(model, dataset, cfg.model.num_classes, torch.device("cpu"), boundary_tolerances=(3,))
+    return {
+        "table": run.table, "method": run.method, "context_module": run.context, "options": run.options_json(),
+        "seed": seed, "miou": f"{scores['miou']:.4f}", "pixel_acc": f"{scores['pixel_acc']:.4f}",
+        "train_seconds": f"{seconds:.1f}", "commit": git_commit(), "settings": settings_of(cfg),
+    }
+
+
+def read_done(path: Path) -> set[tuple[str, str, str, str]]:
+    """Keys ``(table, method, seed, settings)`` of the rows already in ``path``."""
+    if not path.exists():
+        return set()
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(COLUMNS)}; "
+                             "write to another --csv")
+        return {(r["table"], r["method"], r["seed"], r["settings"]) for r in reader}
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row (with the header first if the file is new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def planned(tables: Sequence[str], seeds: Sequence[int]) -> Iterator[tuple[Run, int]]:
+    """Every ``(run, seed)`` of ``tables`` (seed-major inside a table, so that a partial sweep has
+    every method at seed 0 first)."""
+    for table in tables:
+        for seed in seeds:
+            for run in table_runs(table):
+                yield run, seed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tables", nargs="+", default=["1", "2", "3", "5"], choices=TABLES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--iters", type=int, default=None,
+                        help="training iterations per run (default: schedule.max_iters of configs/digits.yaml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="2 iterations on 8 scenes per run: checks the plumbing in seconds")
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    args = parser.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    from ocnet_edu.config import load_config
+
+    if args.iters is not None and args.iters < 1:
+        parser.error(f"--iters must be positive, got {args.iters}")
+    iters = 2 if args.dry_run else (args.iters or load_config(BASE_CONFIG).schedule.max_iters)
+    done = read_done(args.csv)
+    jobs = list(planned(args.tables, args.seeds))
+    bar = tqdm(jobs, desc="ablations", unit="run", dynamic_ncols=True)
+    skipped = 0
+    for run, seed in bar:
+        # the settings of this run, computed the same way as when its row was written
+        cfg = build_config(run, seed, iters, args.dry_run, Path("unused"))
+        if (run.table, run.method, str(seed), settings_of(cfg)) in done:
+            skipped += 1
+            continue
+        bar.set_postfix(table=run.table, method=run.method, seed=seed)
+        row = train_and_score(run, seed, iters, args.dry_run)
+        append_row(args.csv, row)
+        bar.write(f"table {row['table']:>2}  {row['method']:<24} seed {seed}  mIoU {row['miou']}  "
+                  f"acc {row['pixel_acc']}  {row['train_seconds']} s")
+    bar.close()
+    print(f"{len(jobs) - skipped} run(s) done, {skipped} already in {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
