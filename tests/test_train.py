@@ -129,3 +129,14 @@ def test_synthetic_validation_shares_the_palette_but_not_the_scenes(tmp_path):
     _, train_label = train_set.generate(0)
     _, val_label = val_set.generate(0)
     assert not (train_label == val_label).all()
+
+
+def test_bf16_autocast_channels_last_and_ohem_train(tmp_path):
+    """The GPU switches run on the CPU too: bf16 autocast, channels_last, OHEM, class weights."""
+    cfg = config(tmp_path, "schedule.max_iters=4", "runtime.amp=true", "runtime.amp_dtype=bfloat16",
+                 "runtime.channels_last=true", "loss.ohem=true", "loss.ohem_min_kept=1000",
+                 "loss.class_weights=[1.0,2.0,2.0,2.0,2.0]")
+    summary = train(cfg, progress=False)
+    assert summary["iterations"] == 4 and all(map(lambda v: v == v, read_losses(tmp_path)))  # no NaN
+    with pytest.raises(ValueError, match="float16 autocast needs a GPU"):
+        train(config(tmp_path / "fp16", "runtime.amp=true", "runtime.amp_dtype=float16"), progress=False)
