@@ -71,6 +71,7 @@ class DataConfig:
     base_size: int | None = None
     scale_range: tuple[float, float] = (0.5, 2.0)
     brightness: float = 10.0
+    hflip: bool = True
     synthetic_length: int = 64
     synthetic_size: tuple[int, int] = (64, 64)
 
@@ -263,28 +264,31 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _convert(value, hints[key], prefix + key))
 
 
-def _parse_override(text: str) -> dict[str, Any]:
-    """``"optim.lr=0.02"`` -> ``{"optim": {"lr": 0.02}}`` (value parsed as YAML)."""
+def _split_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.02"`` -> ``(["optim", "lr"], 0.02)`` (value parsed as YAML)."""
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key.sub=value")
     dotted, raw = text.split("=", 1)
     keys = dotted.strip().split(".")
     if not all(keys):
         raise ValueError(f"override {text!r} has an empty key")
-    value = yaml.safe_load(raw) if raw.strip() else None
-    nested: dict[str, Any] = {keys[-1]: value}
-    for k in reversed(keys[:-1]):
-        nested = {k: nested}
-    return nested
+    return keys, (yaml.safe_load(raw) if raw.strip() else None)
 
 
-def _deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
+def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``data[k1][k2]...[kn] = value``, creating sections on the way.
+
+    The value at the end of the path *replaces* what was there, also when it is a mapping:
+    ``model.context_options={channels: 64}`` gives exactly those options, while
+    ``model.context_options.groups=[4,4]`` changes one of them and keeps the rest.
+    """
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
 
 
 def paper_config(preset: str) -> Config:
@@ -318,7 +322,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ValueError(f"{path}: a config file must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}
     for text in overrides:
-        _deep_update(data, _parse_override(text))
+        _set_path(data, *_split_override(text))
     preset = data.get("preset")
     cfg = paper_config(preset) if isinstance(preset, str) else Config()
     _merge(cfg, data)

@@ -64,7 +64,8 @@ def build_train_dataset(cfg: Config, split: str | None = None, train: bool = Tru
 
     data = cfg.data
     transform = (
-        paper_train_transforms(data.crop_size, data.scale_range, data.brightness, base_size=data.base_size)
+        paper_train_transforms(data.crop_size, data.scale_range, data.brightness, base_size=data.base_size,
+                               hflip=data.hflip)
         if train
         else eval_transforms()
     )

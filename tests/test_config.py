@@ -118,3 +118,13 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     again = load_config(tmp_path / "sub" / "saved.yaml", [])
     assert again == cfg
     assert yaml.safe_load((tmp_path / "sub" / "saved.yaml").read_text())["data"]["crop_size"] == [473, 473]
+
+
+def test_override_of_a_mapping_replaces_it_and_a_dotted_key_changes_one_entry(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  context: base_oc_isa\n  context_options: {channels: 64, groups: [2, 2]}\n")
+    replaced = load_config(path, ["model.context=none", "model.context_options={channels: 32}"])
+    assert replaced.model.context_options == {"channels": 32}
+    one_key = load_config(path, ["model.context_options.groups=[4,4]"])
+    assert one_key.model.context_options == {"channels": 64, "groups": [4, 4]}
+    assert load_config(path, ["optim.lr=0.5"]).model.context_options == {"channels": 64, "groups": [2, 2]}

@@ -73,9 +73,10 @@ def build_backbone(name: str, pretrained: str | None = None, **options: Any) -> 
     if name == "small":
         if pretrained is not None:
             raise ValueError("the small CPU backbone has no pretrained weights")
-        unknown = sorted(set(options) - {"width", "blocks"})
+        unknown = sorted(set(options) - {"width", "blocks", "head_kernel"})
         if unknown:
-            raise TypeError(f"unknown option(s) {unknown} for backbone 'small'; valid options: ['blocks', 'width']")
+            raise TypeError(f"unknown option(s) {unknown} for backbone 'small'; "
+                            "valid options: ['blocks', 'head_kernel', 'width']")
         return SmallBackbone(**options)
     if options:
         raise ValueError(f"backbone {name!r} takes no options, got {sorted(options)}")

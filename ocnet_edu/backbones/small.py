@@ -31,6 +31,9 @@ class SmallBackbone(nn.Module):
         width: channels of the stem; stage ``s`` has ``width · 2^s`` channels.
         blocks: 3×3 conv layers per stage (three stages); more layers, larger receptive field.
         in_channels: image channels.
+        head_kernel: kernel of the last (dilated) layer at stride 8: 3 (default) or 1. With 1
+            the receptive field shrinks by 32 pixels, which the digit benchmark uses to make sure
+            the backbone alone cannot see a whole object.
 
     Shapes:
         ``[B, in_channels, H, W]`` → :class:`BackboneFeatures` with ``out``
@@ -39,9 +42,12 @@ class SmallBackbone(nn.Module):
 
     output_stride = 8
 
-    def __init__(self, width: int = 16, blocks: Sequence[int] = (1, 1, 1), in_channels: int = 3) -> None:
+    def __init__(self, width: int = 16, blocks: Sequence[int] = (1, 1, 1), in_channels: int = 3,
+                 head_kernel: int = 3) -> None:
         super().__init__()
         blocks = tuple(blocks)
+        if head_kernel not in (1, 3):
+            raise ValueError(f"head_kernel must be 1 or 3, got {head_kernel}")
         if width < 1 or len(blocks) != 3 or min(blocks) < 1:
             raise ValueError(f"need width >= 1 and three stages of >= 1 blocks, got width={width}, blocks={blocks}")
         self.stem = _strided(in_channels, width)
@@ -55,7 +61,7 @@ class SmallBackbone(nn.Module):
             channels = out
         self.stages = nn.ModuleList(stages)
         # stage 3 keeps the stride-8 resolution: a dilated stage as in the paper's ResNet
-        self.head_stage = nn.Sequential(conv_bn_relu(channels, 2 * channels, 3, dilation=2))
+        self.head_stage = nn.Sequential(conv_bn_relu(channels, 2 * channels, head_kernel, dilation=2 if head_kernel > 1 else 1))
         self.blocks = blocks
         self.out_channels = 2 * channels
         self.aux_channels = channels

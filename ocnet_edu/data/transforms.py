@@ -195,10 +195,12 @@ def paper_train_transforms(
     std: Sequence[float] = IMAGENET_STD,
     base_size: int | None = None,
     normalize: bool = True,
+    hflip: bool = True,
 ) -> Compose:
-    """Sec. 4.2's pipeline: flip -> scale -> brightness -> crop (pad with mean / 255) -> normalise."""
+    """Sec. 4.2's pipeline (``hflip=False`` drops the flip, for data whose classes are not mirror
+    symmetric, e.g. digits): flip -> scale -> brightness -> crop (pad with mean / 255) -> normalise."""
     steps: list = [
-        RandomHorizontalFlip(0.5),
+        RandomHorizontalFlip(0.5 if hflip else 0.0),
         RandomScale(scale_range, base_size=base_size),
         RandomBrightness(brightness),
         RandomCrop(crop_size, image_fill=mean),
