@@ -72,6 +72,7 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)
     brightness: float = 10.0
     hflip: bool = True
+    digit_scale: int = 4
     synthetic_length: int = 64
     synthetic_size: tuple[int, int] = (64, 64)
 

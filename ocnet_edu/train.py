@@ -82,7 +82,7 @@ def build_train_dataset(cfg: Config, split: str | None = None, train: bool = Tru
         from ocnet_edu.data.digits import DigitScenes
 
         return DigitScenes(split=split, length=data.synthetic_length, size=data.synthetic_size,
-                           seed=cfg.runtime.seed, transform=transform)
+                           seed=cfg.runtime.seed, transform=transform, digit_scale=data.digit_scale)
     return build_dataset(data.dataset, data.root, split, transform=transform, seed=cfg.runtime.seed)
 
 

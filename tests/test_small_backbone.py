@@ -6,10 +6,10 @@ import torch
 from ocnet_edu.backbones import SmallBackbone, build_backbone
 
 
-@pytest.mark.parametrize("blocks", [(1, 1, 1), (2, 1, 2)])
-def test_receptive_field_matches_gradient_support(blocks):
+@pytest.mark.parametrize("blocks, head_kernel", [((1, 1, 1), 3), ((2, 1, 2), 3), ((1, 1, 1), 1)])
+def test_receptive_field_matches_gradient_support(blocks, head_kernel):
     torch.manual_seed(0)
-    net = SmallBackbone(width=4, blocks=blocks).eval()
+    net = SmallBackbone(width=4, blocks=blocks, head_kernel=head_kernel).eval()
     for m in net.modules():  # make every ReLU pass gradient: positive BN shift
         if isinstance(m, torch.nn.BatchNorm2d):
             m.bias.data.fill_(10.0)
@@ -34,3 +34,6 @@ def test_shapes_and_channels():
         build_backbone("small", pretrained="x.pth")
     with pytest.raises(ValueError, match="three stages"):
         SmallBackbone(blocks=(1, 1))
+    with pytest.raises(ValueError, match="head_kernel"):
+        SmallBackbone(head_kernel=5)
+    assert SmallBackbone(head_kernel=1).receptive_field() == SmallBackbone().receptive_field() - 32
