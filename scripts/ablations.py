@@ -141,8 +141,9 @@ def git_commit() -> str:
 def build_config(run: Run, seed: int, iters: int, dry_run: bool, out_dir: Path):
     """The base config with this run's module, options, seed, budget and output directory.
 
-    The option dicts are replaced, not merged (a ``key=value`` override would merge them into the
-    base config's ``context_options`` and leave, e.g., its ``groups`` for a module without groups).
+    The option dicts replace the base config's (so, e.g., its ``groups`` never reach a module
+    without groups); they are set on the config object rather than written as ``key=value``
+    overrides so that their values keep their Python types (tuples stay tuples).
     """
     from ocnet_edu.config import load_config
 

@@ -27,13 +27,7 @@ DATA = Path(__file__).parent / "data"
 META = torch.device("meta")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs run fastest on one thread, and a shared 2-core machine is not oversubscribed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def expected_keys(name: str) -> list[str]:

@@ -13,13 +13,7 @@ from ocnet_edu.model import OCNet, OCNetOutput
 META = torch.device("meta")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny inputs run fastest on one thread, and a shared 2-core machine is not oversubscribed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 class TinyContext(nn.Module):

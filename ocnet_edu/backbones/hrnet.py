@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocnet_edu.backbones.resnet import BackboneFeatures, Bottleneck, check_image_input
+from ocnet_edu.backbones.resnet import BackboneFeatures, Bottleneck, check_image_input, init_conv_bn_
 
 __all__ = ["BasicBlock", "HighResolutionModule", "HRNet", "hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w48"]
 
@@ -231,12 +231,7 @@ class HRNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """He (fan-out) initialisation of convolutions; BN weight 1, bias 0."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     @staticmethod
     def _run_transition(transition: nn.ModuleList, xs: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -54,6 +54,19 @@ _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
 
 
+def init_conv_bn_(network: nn.Module) -> None:
+    """He (fan-out) initialisation of every convolution; every BatchNorm to weight 1, bias 0.
+
+    The initialisation of both backbones (ResNet, HRNet) before any pretrained weights load.
+    """
+    for module in network.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class BackboneFeatures(NamedTuple):
     """What every ``ocnet_edu`` backbone returns.
 
@@ -238,12 +251,7 @@ class DilatedResNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """He (fan-out) initialisation of convolutions; BN weight 1, bias 0; default ``fc``."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and max-pool: ``[B, in_channels, H, W] -> [B, C_stem, H/4, W/4]``."""

@@ -67,3 +67,35 @@ def validate_label(label: np.ndarray, num_classes: int, where: str) -> None:
             f"{where}: label values {values} are outside [0, {num_classes}) and are not the "
             f"ignore value {IGNORE_INDEX}"
         )
+
+
+class GeneratedScenes(torch.utils.data.Dataset):
+    """Base of the datasets generated on the fly (synthetic shapes, digit scenes).
+
+    A subclass sets ``length``, ``seed``, ``transform`` and ``epoch`` and implements
+    ``generate(index) -> (image [H, W, 3] float32, label [H, W] int64)``. Item ``index`` is scene
+    ``first_index + index`` of the seed's stream; its augmentation draws from
+    :func:`sample_generator` of ``(seed, epoch, first_index + index)``, so it does not depend on
+    the number of DataLoader workers.
+    """
+
+    first_index: int = 0
+
+    def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (the scenes themselves never change)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_np, label_np = self.generate(index)
+        image, label = image_to_tensor(image_np), torch.from_numpy(label_np)
+        if self.transform is not None:
+            generator = sample_generator(self.seed, self.epoch, self.first_index + index)
+            image, label = self.transform(image, label, generator)
+        return image, label
+

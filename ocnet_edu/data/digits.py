@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ocnet_edu.data._common import image_to_tensor, sample_generator
+from ocnet_edu.data._common import GeneratedScenes
 
 __all__ = ["DigitScenes", "NUM_DIGIT_CLASSES", "digit_split_indices", "load_digit_images"]
 
@@ -102,7 +102,7 @@ def digit_split_indices(split: str) -> np.ndarray:
     return np.sort(chosen)
 
 
-class DigitScenes(torch.utils.data.Dataset):
+class DigitScenes(GeneratedScenes):
     """Scenes of a few upsampled handwritten digits; stroke pixels carry their digit's class.
 
     Args:
@@ -192,13 +192,6 @@ class DigitScenes(torch.utils.data.Dataset):
                                     align_corners=False)[:, 0].clamp(0.0, 1.0).numpy()
         self.digits = targets[self.digit_indices]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (the scenes themselves never change)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
     def _positions(self, rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
         """Top-left corners of ``count`` non-overlapping ``side × side`` boxes on the canvas.
 
@@ -253,13 +246,6 @@ class DigitScenes(torch.utils.data.Dataset):
             label[top: top + side, left: left + side][glyph > self.threshold] = int(self.digits[which]) + 1
         image = image + rng.normal(0.0, self.noise, size=image.shape)
         return np.clip(image, 0.0, 255.0).astype(np.float32), label
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_np, label_np = self.generate(index)
-        image, label = image_to_tensor(image_np), torch.from_numpy(label_np)
-        if self.transform is not None:
-            image, label = self.transform(image, label, sample_generator(self.seed, self.epoch, index))
-        return image, label
 
     def __repr__(self) -> str:
         return (

@@ -12,16 +12,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ocnet_edu.data._common import image_to_tensor, sample_generator
+from ocnet_edu.data._common import GeneratedScenes
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 _PALETTE_STREAM = 2**32 - 1  # an index no sample uses: the stream the class colours come from
 
 
-class SyntheticShapes(Dataset):
+class SyntheticShapes(GeneratedScenes):
     """Random disks and rectangles of ``num_classes - 1`` classes on a striped background.
 
     Args:
@@ -71,13 +70,6 @@ class SyntheticShapes(Dataset):
         # [num_classes, 3] colours, kept away from 0 and 255 so that noise rarely clips
         self.palette = palette_rng.uniform(30.0, 225.0, size=(num_classes, 3))
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (the images themselves never change)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` as numpy arrays: image ``float32`` ``[H, W, 3]``, label ``int64`` ``[H, W]``."""
         if not 0 <= index < self.length:
@@ -107,14 +99,6 @@ class SyntheticShapes(Dataset):
 
         image = image + rng.normal(0.0, self.noise, size=image.shape)
         return np.clip(image, 0.0, 255.0).astype(np.float32), label
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_np, label_np = self.generate(index)
-        image, label = image_to_tensor(image_np), torch.from_numpy(label_np)
-        if self.transform is not None:
-            image, label = self.transform(image, label,
-                                          sample_generator(self.seed, self.epoch, self.first_index + index))
-        return image, label
 
     def __repr__(self) -> str:
         return (
