@@ -5,22 +5,25 @@ Run from the repository root::
     python scripts/ablations.py                       # Tables 1 2 3 5, seeds 0 1 2
     python scripts/ablations.py --tables 2 --seeds 0 --iters 100
     python scripts/ablations.py --dry-run             # 2 iterations per run: a smoke test
+    python scripts/ablations.py --jobs 2              # two runs at a time, one core each
 
 Every run trains the model of ``configs/digits.yaml`` with one context module, with the library's
 own stack (:func:`ocnet_edu.train.train`), for the same number of iterations, batch size and
 learning rate, and scores it on the validation scenes (unseen handwriting) with
 :func:`ocnet_edu.evaluate.evaluate_model`. Each run appends one row to the CSV (default
 ``benchmarks/results/ablations.csv``); a run whose ``(table, method, seed, settings)`` is already
-there is skipped, so an interrupted sweep continues where it stopped. These numbers are a proxy
+there is skipped, so an interrupted sweep continues where it stopped. A configuration that appears in
+several tables (the baseline, Base-OC with ISA, ...) is trained once per seed and its row copied
+to the other tables. These numbers are a proxy
 for the paper's (Cityscapes/ADE20K mIoU with ResNet-101): they compare the modules with each other
 on a task that needs object context, at CPU scale. The table ``rf`` (not in the paper) trains the
-no-context baseline with deeper backbones: accuracy against receptive field.
+no-context baseline with larger receptive fields: accuracy against receptive field.
 
-Scaling to the small feature map. The benchmark's feature map is 8×8 (64×64 scenes, output
+Scaling to the small feature map. The benchmark's feature map is 12×12 (96×96 scenes, output
 stride 8); the paper's Cityscapes map is 64×128 (512×1024 crops). Sizes defined in feature pixels
-are scaled by the ratio of the short sides, 8/64:
+are scaled by the ratio of the short sides, 12/64:
 
-* ASPP / ASP-OC dilation rates ``(12, 24, 36)`` → ``round(r · 8/64)`` = ``(2, 3, 5)`` (rounding
+* ASPP / ASP-OC dilation rates ``(12, 24, 36)`` → ``round(r · 12/64)`` = ``(2, 5, 7)`` (rounding
   half up): the outer taps still land inside the map for central pixels, as ``36`` does on 64×128.
 * ISA group counts ``P`` of Table 1: the paper sweeps ``{4, 8, 16}`` around its default 8; the
   proxy sweeps ``{1, 2, 4}`` around the benchmark's default 2 (``configs/digits.yaml``), keeping
@@ -89,13 +92,33 @@ class Run:
         return json.dumps(data, sort_keys=True)
 
 
-def table_runs(table: str, feature_side: int = 8) -> list[Run]:
+RF_BACKBONES = (
+    {"width": 8, "blocks": [1, 1, 1], "head_kernel": 1},
+    {"width": 8, "blocks": [1, 1, 1], "head_kernel": 3},
+    {"width": 8, "blocks": [2, 2, 2], "head_kernel": 3},
+    {"width": 8, "blocks": [3, 3, 3], "head_kernel": 3},
+)
+"""Backbones of the ``rf`` table: receptive fields 19, 51, 79 and 107 pixels (cards are 40)."""
+
+
+def base_feature_side() -> int:
+    """Short side of the base config's feature map (scenes at output stride 8)."""
+    from ocnet_edu.config import load_config
+
+    cfg = load_config(BASE_CONFIG)
+    return -(-min(cfg.data.crop_size) // 8)
+
+
+def table_runs(table: str, feature_side: int | None = None) -> list[Run]:
     """The runs of one proxy table (see the module docstring for the sizes).
 
     Args:
         table: one of :data:`TABLES`.
-        feature_side: short side of the benchmark's feature map (scales the ASPP dilations).
+        feature_side: short side of the benchmark's feature map (scales the ASPP dilations);
+            default: that of ``configs/digits.yaml``.
     """
+    if feature_side is None:
+        feature_side = base_feature_side()
     base = {"channels": CHANNELS}
     isa = {**base, "groups": [2, 2]}  # the proxy of the paper's default P_h = P_w = 8
     dilations = scaled_dilations(feature_side)
@@ -122,7 +145,10 @@ def table_runs(table: str, feature_side: int = 8) -> list[Run]:
                 Run("5", "asp_oc_sa", "asp_oc_sa", {**base, "dilations": dilations}),
                 Run("5", "asp_oc_isa", "asp_oc_isa", {**isa, "dilations": dilations})]
     if table == "rf":
-        return [Run("rf", f"none blocks {b}x3", "none", base, {"width": 8, "blocks": [b, b, b]}) for b in (1, 2, 3)]
+        from ocnet_edu.backbones.small import SmallBackbone
+
+        return [Run("rf", f"none rf {SmallBackbone(**options).receptive_field()}", "none", base, dict(options))
+                for options in RF_BACKBONES]
     raise ValueError(f"unknown table {table!r}; choose from {', '.join(TABLES)}")
 
 
@@ -198,16 +224,28 @@ def train_and_score(run: Run, seed: int, iters: int, dry_run: bool) -> dict[str,
     }
 
 
-def read_done(path: Path) -> set[tuple[str, str, str, str]]:
-    """Keys ``(table, method, seed, settings)`` of the rows already in ``path``."""
+def share_key(context: str, options: dict[str, Any], seed: int | str, settings: str) -> tuple[str, str, str, str]:
+    """What makes two rows the same training run: module, its options, seed and settings (which
+    include the backbone)."""
+    return context, json.dumps(options, sort_keys=True), str(seed), settings
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows already in ``path`` (none if it does not exist)."""
     if not path.exists():
-        return set()
+        return []
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != COLUMNS:
             raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(COLUMNS)}; "
                              "write to another --csv")
-        return {(r["table"], r["method"], r["seed"], r["settings"]) for r in reader}
+        return list(reader)
+
+
+def row_share_key(row: dict[str, str]) -> tuple[str, str, str, str]:
+    options = json.loads(row["options"])
+    options.pop("backbone_options", None)  # already part of the settings
+    return share_key(row["context_module"], options, row["seed"], row["settings"])
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -230,6 +268,12 @@ def planned(tables: Sequence[str], seeds: Sequence[int]) -> Iterator[tuple[Run, 
                 yield run, seed
 
 
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", nargs="+", default=["1", "2", "3", "5"], choices=TABLES)
@@ -238,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="training iterations per run (default: schedule.max_iters of configs/digits.yaml)")
     parser.add_argument("--dry-run", action="store_true",
                         help="2 iterations on 8 scenes per run: checks the plumbing in seconds")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, in separate processes sharing the cores (default 1)")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     args = parser.parse_args(argv)
 
@@ -247,24 +293,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.iters is not None and args.iters < 1:
         parser.error(f"--iters must be positive, got {args.iters}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be positive, got {args.jobs}")
     iters = 2 if args.dry_run else (args.iters or load_config(BASE_CONFIG).schedule.max_iters)
-    done = read_done(args.csv)
+    rows = read_rows(args.csv)
+    done = {(r["table"], r["method"], r["seed"], r["settings"]) for r in rows}
+    trained = {row_share_key(r): r for r in rows}
+    # the rows still missing, grouped by the training run that produces them
+    waiting: dict[tuple[str, str, str, str], list[Run]] = {}
+    first: dict[tuple[str, str, str, str], tuple[Run, int]] = {}
     jobs = list(planned(args.tables, args.seeds))
-    bar = tqdm(jobs, desc="ablations", unit="run", dynamic_ncols=True)
-    skipped = 0
-    for run, seed in bar:
+    for run, seed in jobs:
         # the settings of this run, computed the same way as when its row was written
-        cfg = build_config(run, seed, iters, args.dry_run, Path("unused"))
-        if (run.table, run.method, str(seed), settings_of(cfg)) in done:
-            skipped += 1
+        settings = settings_of(build_config(run, seed, iters, args.dry_run, Path("unused")))
+        if (run.table, run.method, str(seed), settings) in done:
             continue
-        bar.set_postfix(table=run.table, method=run.method, seed=seed)
-        row = train_and_score(run, seed, iters, args.dry_run)
-        append_row(args.csv, row)
-        bar.write(f"table {row['table']:>2}  {row['method']:<24} seed {seed}  mIoU {row['miou']}  "
-                  f"acc {row['pixel_acc']}  {row['train_seconds']} s")
+        key = share_key(run.context, run.options, seed, settings)
+        waiting.setdefault(key, []).append(run)
+        first.setdefault(key, (run, seed))
+
+    def write(key, result: dict[str, Any]) -> None:
+        for run in waiting[key]:
+            row = {**result, "table": run.table, "method": run.method, "options": run.options_json()}
+            append_row(args.csv, row)
+            bar.write(f"table {row['table']:>2}  {row['method']:<24} seed {row['seed']}  mIoU {row['miou']}  "
+                      f"acc {row['pixel_acc']}  {row['train_seconds']} s")
+
+    copied = [key for key in waiting if key in trained]
+    to_train = [key for key in waiting if key not in trained]
+    bar = tqdm(total=len(to_train), desc="ablations", unit="run", dynamic_ncols=True)
+    for key in copied:  # trained earlier for another table
+        write(key, trained[key])
+    if args.jobs == 1:
+        for key in to_train:
+            run, seed = first[key]
+            bar.set_postfix(table=run.table, method=run.method, seed=seed)
+            write(key, train_and_score(run, seed, iters, args.dry_run))
+            bar.update()
+    else:
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        # spawn, not fork: the parent has imported torch, whose thread pools do not survive a fork
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(train_and_score, *first[key], iters, args.dry_run): key for key in to_train}
+            for future in as_completed(futures):
+                write(futures[future], future.result())
+                bar.update()
     bar.close()
-    print(f"{len(jobs) - skipped} run(s) done, {skipped} already in {args.csv}")
+    print(f"{len(to_train)} run(s) trained, {len(waiting) - len(to_train)} copied from other tables, "
+          f"{len(jobs) - sum(len(v) for v in waiting.values())} row(s) already in {args.csv}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""DigitScenes: determinism, disjoint splits, labels only on strokes, shapes, argument checks."""
+"""DigitScenes: determinism, disjoint splits, labels on whole cards, card colours apart, shapes, argument checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 
 from ocnet_edu.data.digits import (
     DIGIT_MAX,
+    MAX_CARDS,
+    MIN_HUE_GAP,
     NUM_DIGIT_CLASSES,
     DigitScenes,
     digit_split_indices,
@@ -75,41 +77,53 @@ def _count_digits(label: torch.Tensor) -> int:
     return len(torch.unique(label[label > 0]))
 
 
-def test_labels_only_on_strokes():
-    """Foreground labels are exactly the glyph pixels above the threshold, and they are brighter
-    than the background (strokes are drawn with bright ink)."""
-    data = DigitScenes("train", length=3, noise=0.0, **SMALL)
+def test_labels_cover_whole_cards():
+    """Every card pixel is labelled (not only the ink): the labelled area is a whole number of
+    cards, and each card's pixels all share one colour direction (card and ink differ only in
+    brightness), a different one from every other card of the scene."""
+    data = DigitScenes("train", length=4, noise=0.0, **SMALL)
+    side = data.digit_side
     for i in range(len(data)):
         image, label = data.generate(i)
-        grey = image.mean(axis=-1)
         fg = label > 0
         assert fg.any() and (~fg).any()
-        assert grey[fg].min() > np.median(grey[~fg])
-        # per scene: one background level (noise=0), so every non-stroke pixel either is that
-        # level or is a sub-threshold glyph edge that is brighter than it
-        background = np.median(grey[~fg])
-        assert np.all(grey[~fg] >= background - 1e-3)
+        assert int(fg.sum()) % (side * side) == 0
+        # label each card by its normalised colour: pixels of one card are proportional to its colour
+        chroma = image / image.sum(axis=-1, keepdims=True)
+        colours = np.unique(np.round(chroma[fg], 4), axis=0)
+        assert 1 <= len(colours) <= SMALL["digits_per_scene"][1]
+        assert len(colours) * side * side == int(fg.sum())
+        # the background is one level per scene (noise=0)
+        assert np.ptp(image[~fg].mean(axis=-1)) < 1e-3
 
 
-def test_stroke_share_matches_the_glyphs():
-    """Labelled pixels per digit are the glyph pixels above the threshold (no stray labels)."""
-    data = DigitScenes("val", length=1, digit_scale=2, size=(16, 16), digits_per_scene=(1, 1))
-    _, label = data.generate(0)
-    glyph_pixels = {int((g > data.threshold).sum()) for g in data.glyphs}
-    assert int((label > 0).sum()) in glyph_pixels
+def test_card_hues_are_apart():
+    rng = np.random.default_rng(0)
+    for count in range(1, MAX_CARDS + 1):
+        for _ in range(50):
+            hues = np.array(DigitScenes._hues(rng, count))
+            assert hues.shape == (count,) and np.all((0 <= hues) & (hues < 1))
+            gap = np.abs(hues[:, None] - hues[None, :])
+            gap = np.minimum(gap, 1 - gap) + np.eye(count)
+            assert gap.min() >= MIN_HUE_GAP - 1e-9
 
 
 def test_digit_class_is_the_scan_class():
-    """With one digit filling the canvas, the label's class is 1 + the digit of some scan whose
-    upsampled glyph thresholds to exactly the labelled mask."""
-    data = DigitScenes("train", length=3, digit_scale=2, size=(16, 16), digits_per_scene=(1, 1))
+    """With one card filling the canvas, the label's class is 1 + the digit of the scan whose
+    glyph is written on it (the darkening of the card is proportional to the glyph)."""
+    data = DigitScenes("train", length=3, digit_scale=2, size=(16, 16), digits_per_scene=(1, 1), noise=0.0)
+    glyphs = data.glyphs.reshape(len(data.glyphs), -1)
     for i in range(3):
-        _, label = data.generate(i)
-        mask = label > 0
-        classes = set(np.unique(label[mask]).tolist())
+        image, label = data.generate(i)
+        assert np.all(label > 0)
+        classes = np.unique(label)
         assert len(classes) == 1
-        matches = [int(d) + 1 for g, d in zip(data.glyphs, data.digits) if np.array_equal(g > data.threshold, mask)]
-        assert classes.pop() in matches
+        darkening = image[..., 0].max() - image[..., 0].reshape(-1)
+        # ink ∝ glyph: the scan with (near-)perfect correlation is the one on the card
+        correlation = np.array([np.corrcoef(darkening, g)[0, 1] if g.std() > 0 else 0.0 for g in glyphs])
+        best = int(np.argmax(correlation))
+        assert correlation[best] > 0.999
+        assert int(classes[0]) == int(data.digits[best]) + 1
 
 
 def test_transform_gets_a_per_sample_generator_and_epoch_changes_it():
@@ -142,7 +156,7 @@ def test_glyphs_are_the_scans_upsampled():
         ({"digit_scale": 2.5}, "digit_scale"),
         ({"digits_per_scene": (3, 2)}, "digits_per_scene"),
         ({"digits_per_scene": (0, 2)}, "digits_per_scene"),
-        ({"threshold": 1.0}, "threshold"),
+        ({"digits_per_scene": (1, 6)}, "digits_per_scene"),
         ({"noise": -1.0}, "noise"),
         ({"num_classes": 10}, "11 classes"),
         ({"size": (64, 64), "digit_scale": 4, "digits_per_scene": (2, 5)}, "holds at most 4"),
