@@ -200,8 +200,11 @@ def settings_of(cfg) -> str:
     }, sort_keys=True)
 
 
-def train_and_score(run: Run, seed: int, iters: int, dry_run: bool) -> dict[str, Any]:
-    """Train one run in a temporary directory, score it on the validation scenes, return the row."""
+def train_and_score(run: Run, seed: int, iters: int, dry_run: bool, commit: str = "unknown") -> dict[str, Any]:
+    """Train one run in a temporary directory, score it on the validation scenes, return the row.
+
+    ``commit`` is the checkout's state when the sweep started (taken once, so that editing the
+    tree while a long sweep runs does not change what the rows say made them)."""
     import torch
 
     from ocnet_edu import checkpoint as ckpt
@@ -220,7 +223,7 @@ def train_and_score(run: Run, seed: int, iters: int, dry_run: bool) -> dict[str,
     return {
         "table": run.table, "method": run.method, "context_module": run.context, "options": run.options_json(),
         "seed": seed, "miou": f"{scores['miou']:.4f}", "pixel_acc": f"{scores['pixel_acc']:.4f}",
-        "train_seconds": f"{seconds:.1f}", "commit": git_commit(), "settings": settings_of(cfg),
+        "train_seconds": f"{seconds:.1f}", "commit": commit, "settings": settings_of(cfg),
     }
 
 
@@ -296,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be positive, got {args.jobs}")
     iters = 2 if args.dry_run else (args.iters or load_config(BASE_CONFIG).schedule.max_iters)
+    commit = git_commit()
     rows = read_rows(args.csv)
     done = {(r["table"], r["method"], r["seed"], r["settings"]) for r in rows}
     trained = {row_share_key(r): r for r in rows}
@@ -328,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in to_train:
             run, seed = first[key]
             bar.set_postfix(table=run.table, method=run.method, seed=seed)
-            write(key, train_and_score(run, seed, iters, args.dry_run))
+            write(key, train_and_score(run, seed, iters, args.dry_run, commit))
             bar.update()
     else:
         import multiprocessing
@@ -339,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # spawn, not fork: the parent has imported torch, whose thread pools do not survive a fork
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(train_and_score, *first[key], iters, args.dry_run): key for key in to_train}
+            futures = {pool.submit(train_and_score, *first[key], iters, args.dry_run, commit): key for key in to_train}
             for future in as_completed(futures):
                 write(futures[future], future.result())
                 bar.update()

@@ -34,16 +34,13 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without install
 from ocnet_edu.pretrained import DIGIT_CONTEXTS, DIGITS_CONFIG, digit_model_path, digit_overrides  # noqa: E402
 
 
-def train_one(context: str) -> dict[str, Any]:
+def train_one(context: str, commit: str) -> dict[str, Any]:
     import torch
 
     from ocnet_edu import checkpoint as ckpt
     from ocnet_edu.config import load_config
     from ocnet_edu.evaluate import evaluate_model
     from ocnet_edu.train import FINAL, build_model, build_train_dataset, train
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from ablations import git_commit
 
     overrides = digit_overrides(context)
     with tempfile.TemporaryDirectory(prefix="ocnet_digits_") as tmp:
@@ -55,7 +52,7 @@ def train_one(context: str) -> dict[str, Any]:
         model.load_state_dict(ckpt.load(Path(tmp) / FINAL)["model"])
     scores = evaluate_model(model.eval(), build_train_dataset(cfg, train=False), cfg.model.num_classes,
                             torch.device("cpu"), boundary_tolerances=(3,), progress=True)
-    info = {"overrides": overrides, "commit": git_commit(), "val_miou": float(scores["miou"]),
+    info = {"overrides": overrides, "commit": commit, "val_miou": float(scores["miou"]),
             "val_pixel_acc": float(scores["pixel_acc"]), "train_seconds": round(seconds, 1),
             "threads": torch.get_num_threads()}
     ckpt.atomic_save({"model": model.state_dict(), **info}, digit_model_path(context))
@@ -66,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contexts", nargs="+", default=list(DIGIT_CONTEXTS), choices=DIGIT_CONTEXTS)
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ablations import git_commit
+
+    commit = git_commit()  # once, before training: the state of the tree that made the models
     for context in args.contexts:
-        info = train_one(context)
+        info = train_one(context, commit)
         print(f"{context}: val mIoU {info['val_miou']:.4f}, pixel acc {info['val_pixel_acc']:.4f}, "
               f"{info['train_seconds']} s -> {digit_model_path(context).relative_to(ROOT)}")
     return 0
