@@ -12,6 +12,8 @@ pixel's context set — it has no object to inherit a class from.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -66,16 +68,20 @@ def aspp_context(size: int | Sequence[int], rates: Sequence[int] = (12, 24, 36))
     dims = _grid(size)
     if not rates or any((not isinstance(r, int)) or r <= 0 for r in rates):
         raise ValueError(f"rates must be positive ints, got {rates!r}")
-    offsets = [c[None, :] - c[:, None] for c in _coordinates(dims)]  # [N, N] per axis
-    mask = torch.zeros(offsets[0].shape, dtype=torch.bool)
+    # Scatter the (at most 8 per rate) taps of every pixel instead of comparing all N² pairs of
+    # coordinates: memory is the N² bools of the answer, not N² int64 offsets per axis.
+    coords = torch.stack(_coordinates(dims), dim=-1)  # [N, d]
+    extent = torch.tensor(dims)
+    place = torch.tensor([math.prod(dims[k + 1:]) for k in range(len(dims))])  # raster index weights
+    rows = torch.arange(coords.shape[0])
+    mask = torch.zeros(coords.shape[0], coords.shape[0], dtype=torch.bool)
     for r in rates:
-        on_taps = torch.ones_like(mask)
-        for off in offsets:
-            on_taps &= (off == 0) | (off.abs() == r)
-        nonzero = torch.zeros_like(mask)
-        for off in offsets:
-            nonzero |= off != 0
-        mask |= on_taps & nonzero
+        for step in itertools.product((-1, 0, 1), repeat=len(dims)):
+            if not any(step):
+                continue
+            target = coords + r * torch.tensor(step)
+            inside = ((target >= 0) & (target < extent)).all(dim=-1)
+            mask[rows[inside], (target[inside] * place).sum(-1)] = True
     return mask
 
 

@@ -107,3 +107,17 @@ def test_context_representation_eq1():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("size, rates", [(7, (1,)), (40, (2, 3)), ((5, 9), (1, 2, 5)), ((13, 17), (12, 24, 36)),
+                                         ((30, 30), (4,))])
+def test_aspp_context_matches_the_pairwise_definition(size, rates):
+    """The scattered taps equal Eq. 2 checked pair by pair: every axis offset is 0 or ±r, not all 0."""
+    dims = (size,) if isinstance(size, int) else size
+    grids = torch.meshgrid(*(torch.arange(d) for d in dims), indexing="ij")
+    offsets = [g.flatten()[None, :] - g.flatten()[:, None] for g in grids]
+    expected = torch.zeros(offsets[0].shape, dtype=torch.bool)
+    for r in rates:
+        taps = torch.stack([(o == 0) | (o.abs() == r) for o in offsets]).all(0)
+        expected |= taps & torch.stack([o != 0 for o in offsets]).any(0)
+    assert torch.equal(aspp_context(size, rates), expected)
