@@ -27,6 +27,7 @@ from torch import nn
 
 from ocnet_edu import checkpoint as ckpt
 from ocnet_edu import distributed
+from ocnet_edu.data.transforms import check_flip_pairs
 from ocnet_edu.metrics import BoundaryFScore, ConfusionMatrix
 
 __all__ = ["sliding_window_logits", "multi_scale_logits", "evaluate_model", "evaluate"]
@@ -72,6 +73,7 @@ def multi_scale_logits(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     crop_size: Sequence[int] | None = None,
+    flip_pairs: Sequence[tuple[int, int]] = (),
 ) -> torch.Tensor:
     """Average of the logits at several scales (and their mirror images), at the input size.
 
@@ -82,8 +84,13 @@ def multi_scale_logits(
         scales: resize factors (the paper's multi-scale test uses 0.75 … 1.75).
         flip: also predict the horizontally flipped image and flip the logits back.
         crop_size: if given, predict each scaled image with :func:`sliding_window_logits`.
+        flip_pairs: class ids ``(left, right)`` whose channels are exchanged in the logits of a
+            mirrored image before they are added (the dataset's ``flip_pairs``; LIP).
     """
     height, width = image.shape[-2:]
+    channel_order = torch.arange(num_classes)
+    for a, b in check_flip_pairs(flip_pairs):
+        channel_order[a], channel_order[b] = b, a
     total = image.new_zeros(image.shape[0], num_classes, height, width)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +103,7 @@ def multi_scale_logits(
         scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear", align_corners=True)
         logits = predict(scaled)
         if flip:
-            logits = logits + predict(scaled.flip(-1)).flip(-1)
+            logits = logits + predict(scaled.flip(-1)).flip(-1)[:, channel_order.to(logits.device)]
         total += F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
     return total / (len(scales) * (2 if flip else 1))
 
@@ -112,8 +119,15 @@ def evaluate_model(
     crop_size: Sequence[int] | None = None,
     boundary_tolerances: Sequence[int] = (3, 5, 9, 12),
     progress: bool = False,
+    flip_pairs: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``dataset`` (items ``(image [3,H,W], label [H,W])``), one image at a time.
+
+    ``flip_pairs`` (left/right classes for ``flip``) defaults to the dataset's ``flip_pairs``
+    attribute (that of ``dataset.dataset`` for a ``Subset``), else none. The result holds mIoU,
+    pixel and mean accuracy, per-class IoU, and the boundary F-score per tolerance, averaged over
+    classes (``boundary_f``) and per class (``boundary_f_per_class``, ``None`` where a class
+    was never scored).
 
     Under ``torch.distributed`` each rank takes every ``world_size``-th image and the
     accumulators are summed across ranks before scoring.
@@ -123,6 +137,8 @@ def evaluate_model(
     device = torch.device(device)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if flip_pairs is None:
+        flip_pairs = getattr(dataset, "flip_pairs", getattr(getattr(dataset, "dataset", None), "flip_pairs", ()))
     model.eval()
     confusion = ConfusionMatrix(num_classes, device=device)
     boundary = BoundaryFScore(num_classes, tolerances=boundary_tolerances, device=device)
@@ -130,7 +146,7 @@ def evaluate_model(
     for index in tqdm(indices, disable=not (progress and rank == 0), desc="evaluate", unit="img"):
         image, label = dataset[index]
         image, label = image[None].to(device), label[None].to(device)
-        pred = multi_scale_logits(model, image, num_classes, scales, flip, crop_size).argmax(1)
+        pred = multi_scale_logits(model, image, num_classes, scales, flip, crop_size, flip_pairs).argmax(1)
         confusion.update(pred, label)
         boundary.update(pred, label)
     confusion.reduce_()
@@ -143,6 +159,8 @@ def evaluate_model(
         "mean_acc": scores.mean_acc,
         "iou": [None if math.isnan(v) else v for v in scores.iou.tolist()],
         "boundary_f": {str(k): v for k, v in bf.mean.items()},
+        "boundary_f_per_class": {str(k): [None if math.isnan(v) else v for v in values.tolist()]
+                                 for k, values in bf.per_class.items()},
         "images": len(dataset),
         "scales": list(scales),
         "flip": flip,

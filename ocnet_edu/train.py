@@ -62,10 +62,13 @@ def build_train_dataset(cfg: Config, split: str | None = None, train: bool = Tru
     from ocnet_edu.data import build_dataset
     from ocnet_edu.data.transforms import eval_transforms, paper_train_transforms
 
+    from ocnet_edu.data import DATASETS
+
     data = cfg.data
+    flip_pairs = DATASETS[data.dataset].flip_pairs if data.dataset in DATASETS else ()
     transform = (
         paper_train_transforms(data.crop_size, data.scale_range, data.brightness, base_size=data.base_size,
-                               hflip=data.hflip)
+                               hflip=data.hflip, flip_pairs=flip_pairs)
         if train
         else eval_transforms()
     )

@@ -103,6 +103,8 @@ class SegmentationFolder(Dataset):
     split_aliases: ClassVar[dict[str, str]] = {}
     num_classes: int
     ignore_index: int = IGNORE_INDEX
+    flip_pairs: ClassVar[tuple[tuple[int, int], ...]] = ()
+    """Class ids ``(left, right)`` that a horizontal flip exchanges (none for most data sets)."""
 
     def __init__(
         self,
@@ -300,6 +302,8 @@ class LIPDataset(SegmentationFolder):
 
     name = "LIP"
     num_classes = 20
+    flip_pairs = ((14, 15), (16, 17), (18, 19))
+    """Left/right classes (arm, leg, shoe) that a horizontal flip exchanges."""
 
     def _build_lut(self) -> np.ndarray:
         lut = np.full(256, -1, dtype=np.int16)

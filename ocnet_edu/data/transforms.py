@@ -54,19 +54,47 @@ class Compose:
         return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
 
 
-class RandomHorizontalFlip:
-    """Mirror image ``[3, H, W]`` and label ``[H, W]`` left-right with probability ``p``."""
+def swap_pairs(label: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``label`` with the ids of every pair ``(a, b)`` exchanged (``a`` ↔ ``b``); other values kept.
 
-    def __init__(self, p: float = 0.5) -> None:
+    Mirroring an image turns a left arm into a right arm: for data sets with left/right classes
+    (LIP: ``LIPDataset.flip_pairs``) a horizontal flip must also swap those labels.
+    """
+    if not pairs:
+        return label
+    out = label.clone()
+    for a, b in pairs:
+        out[label == a] = b
+        out[label == b] = a
+    return out
+
+
+def check_flip_pairs(pairs: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Validate left/right class pairs: non-negative ints, each id in at most one pair."""
+    pairs = tuple((int(a), int(b)) for a, b in pairs)
+    ids = [i for pair in pairs for i in pair]
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"flip pairs must be disjoint pairs of distinct non-negative class ids, got {pairs}")
+    return pairs
+
+
+class RandomHorizontalFlip:
+    """Mirror image ``[3, H, W]`` and label ``[H, W]`` left-right with probability ``p``.
+
+    ``pairs``: class ids ``(left, right)`` exchanged in the mirrored label (:func:`swap_pairs`).
+    """
+
+    def __init__(self, p: float = 0.5, pairs: Sequence[tuple[int, int]] = ()) -> None:
         self.p = p
+        self.pairs = check_flip_pairs(pairs)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
         if float(torch.rand((), generator=generator)) < self.p:
-            return image.flip(-1), label.flip(-1)
+            return image.flip(-1), swap_pairs(label.flip(-1), self.pairs)
         return image, label
 
     def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(p={self.p})"
+        return f"RandomHorizontalFlip(p={self.p}" + (f", pairs={self.pairs})" if self.pairs else ")")
 
 
 class RandomScale:
@@ -196,11 +224,15 @@ def paper_train_transforms(
     base_size: int | None = None,
     normalize: bool = True,
     hflip: bool = True,
+    flip_pairs: Sequence[tuple[int, int]] = (),
 ) -> Compose:
     """Sec. 4.2's pipeline (``hflip=False`` drops the flip, for data whose classes are not mirror
-    symmetric, e.g. digits): flip -> scale -> brightness -> crop (pad with mean / 255) -> normalise."""
+    symmetric, e.g. digits): flip -> scale -> brightness -> crop (pad with mean / 255) -> normalise.
+
+    ``flip_pairs``: left/right class ids swapped when an image is mirrored (the dataset's
+    ``flip_pairs``; LIP's arms, legs and shoes)."""
     steps: list = [
-        RandomHorizontalFlip(0.5 if hflip else 0.0),
+        RandomHorizontalFlip(0.5 if hflip else 0.0, flip_pairs),
         RandomScale(scale_range, base_size=base_size),
         RandomBrightness(brightness),
         RandomCrop(crop_size, image_fill=mean),
