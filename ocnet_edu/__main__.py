@@ -1,4 +1,4 @@
-"""Command line: ``python -m ocnet_edu {train,evaluate} ...`` (also ``ocnet-edu`` once installed).
+"""Command line: ``python -m ocnet_edu {train,evaluate,predict} ...`` (also ``ocnet-edu`` once installed).
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m ocnet_edu train --config configs/synthetic.yaml --resume schedule.max_iters=40
     torchrun --nproc_per_node=8 -m ocnet_edu train --config configs/cityscapes/table2_base_oc_isa.yaml
     python -m ocnet_edu evaluate --config runs/synthetic/config.yaml --checkpoint runs/synthetic/final.pt --flip
+    python -m ocnet_edu predict --config runs/paper/x/config.yaml --checkpoint runs/paper/x/final.pt --split test --out preds
 
 Trailing ``key.sub=value`` arguments override the config (checked like the file itself).
 """
@@ -38,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", default=None, help="write the scores as JSON here")
     evaluate.add_argument("overrides", nargs="*", help="key.sub=value overrides")
 
+    predict = commands.add_parser("predict", help="write predicted label maps as PNG files (e.g. for a test server)")
+    predict.add_argument("--config", required=True)
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--out", required=True, help="folder for <image stem>.png")
+    predict.add_argument("--split", default=None, help="split to predict (default: data.val_split), e.g. test")
+    predict.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    predict.add_argument("--flip", action="store_true")
+    predict.add_argument("--sliding", action="store_true")
+    predict.add_argument("--train-ids", action="store_true",
+                         help="write train ids 0..K-1 instead of the dataset's raw label ids")
+    predict.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+
     args = parser.parse_args(argv)
     from ocnet_edu.config import load_config
 
@@ -51,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_training(cfg, resume=args.resume, progress=not args.no_progress)
         if summary.get("world_size", 1) == 1 or _is_main():
             print(json.dumps(summary))
+        return 0
+    if args.command == "predict":
+        from ocnet_edu.predict import predict as run_prediction
+
+        written = run_prediction(cfg, args.checkpoint, args.out, args.split, args.scales, args.flip, args.sliding,
+                                 args.train_ids)
+        print(f"wrote {len(written)} prediction(s) to {args.out}")
         return 0
     from ocnet_edu.evaluate import evaluate as run_evaluation
 

@@ -167,6 +167,17 @@ def evaluate_model(
     }
 
 
+def load_model(cfg, checkpoint: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """The model of ``cfg`` with the weights of ``checkpoint`` (a training checkpoint or a bare
+    state dict), on ``device``, in eval mode."""
+    from ocnet_edu.train import build_model
+
+    model = build_model(cfg)
+    state = ckpt.load(checkpoint, map_location="cpu")
+    model.load_state_dict(state["model"] if "model" in state else state)
+    return model.to(device).eval()
+
+
 def evaluate(
     cfg,
     checkpoint: str | Path,
@@ -178,14 +189,11 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Load ``checkpoint`` into the model of ``cfg`` and score it on the validation split."""
-    from ocnet_edu.train import build_model, build_train_dataset
+    from ocnet_edu.train import build_train_dataset
 
     ctx = distributed.setup(cfg.runtime.device)
     try:
-        model = build_model(cfg)
-        state = ckpt.load(checkpoint, map_location="cpu")
-        model.load_state_dict(state["model"] if "model" in state else state)
-        model.to(ctx.device)
+        model = load_model(cfg, checkpoint, ctx.device)
         dataset = build_train_dataset(cfg, split=split, train=False)
         result = evaluate_model(model, dataset, cfg.model.num_classes, ctx.device, scales, flip,
                                 cfg.data.crop_size if sliding else None, progress=progress)
