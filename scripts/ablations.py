@@ -17,7 +17,9 @@ several tables (the baseline, Base-OC with ISA, ...) is trained once per seed an
 to the other tables. These numbers are a proxy
 for the paper's (Cityscapes/ADE20K mIoU with ResNet-101): they compare the modules with each other
 on a task that needs object context, at CPU scale. The table ``rf`` (not in the paper) trains the
-no-context baseline with larger receptive fields: accuracy against receptive field.
+no-context baseline with larger receptive fields: accuracy against receptive field. The table
+``control`` (not in the paper) trains RCCA's head with its attention switched off
+(``recurrence=0``): what its extra convolutions alone are worth.
 
 Scaling to the small feature map. The benchmark's feature map is 12×12 (96×96 scenes, output
 stride 8); the paper's Cityscapes map is 64×128 (512×1024 crops). Sizes defined in feature pixels
@@ -57,7 +59,7 @@ BASE_CONFIG = ROOT / "configs" / "digits.yaml"
 DEFAULT_CSV = ROOT / "benchmarks" / "results" / "ablations.csv"
 COLUMNS = ("table", "method", "context_module", "options", "seed", "miou", "pixel_acc", "train_seconds",
            "commit", "settings")
-TABLES = ("1", "2", "3", "5", "rf")
+TABLES = ("1", "2", "3", "5", "rf", "control")
 
 CHANNELS = 64
 """Channels of every context module (CPU-sized; the paper uses 512, or 256 for ASPP/ASP-OC)."""
@@ -149,6 +151,10 @@ def table_runs(table: str, feature_side: int | None = None) -> list[Run]:
 
         return [Run("rf", f"none rf {SmallBackbone(**options).receptive_field()}", "none", base, dict(options))
                 for options in RF_BACKBONES]
+    if table == "control":
+        # RCCA's head has two more 3x3 convolutions than Base-OC; without attention it shows
+        # what they alone are worth on this benchmark
+        return [Run("control", "rcca without attention", "rcca", {**base, "recurrence": 0})]
     raise ValueError(f"unknown table {table!r}; choose from {', '.join(TABLES)}")
 
 

@@ -325,7 +325,7 @@ def test_bad_option_values_are_rejected():
     with pytest.raises(ValueError, match="ocp_downsample"):
         build_context_module("base_oc_sa", IN_CHANNELS, ocp_downsample=0)
     with pytest.raises(ValueError, match="recurrence"):
-        build_context_module("rcca", IN_CHANNELS, recurrence=0)
+        build_context_module("rcca", IN_CHANNELS, recurrence=-1)
 
 
 def test_context_module_options_lists_constructor_arguments():
@@ -373,3 +373,16 @@ def test_gflops_match_table4(name):
         ratio = count_gflops(module, TABLE4_INPUT) / paper
     tolerance = 0.05 if name.startswith("base_oc") else 0.10
     assert abs(ratio - 1) <= tolerance, f"{name}: ours / paper = {ratio:.3f}"
+
+
+def test_rcca_without_recurrence_is_its_convolutions_alone():
+    """``recurrence=0`` (the control of the ablation chapter) skips the attention: the output
+    equals conv_after(reduce(x)) fused with x, and does not depend on the attention's weights."""
+    torch.manual_seed(0)
+    head = build_context_module("rcca", 16, channels=8, recurrence=0).eval()
+    x = torch.randn(1, 16, 6, 7)
+    with torch.no_grad():
+        expected = head.bottleneck(torch.cat([x, head.conv_after(head.reduce(x))], dim=1))
+        assert torch.equal(head(x), expected)
+        head.cca.gamma.fill_(5.0)
+        assert torch.equal(head(x), expected)

@@ -76,7 +76,9 @@ class RCCAHead(nn.Module):
         in_channels: channels of the backbone map (2048 for ResNet-101).
         channels: channels of the attention and of the output (512).
         recurrence: how many times the (single, weight-shared) criss-cross attention is applied
-            (R = 2 in CCNet: two steps connect every pixel to every other).
+            (R = 2 in CCNet: two steps connect every pixel to every other). ``0`` keeps the
+            head's three 3×3 convolutions without any attention: a control that separates what
+            the attention adds from what the extra convolutions add.
         key_channels: query/key channels of the attention (default ``channels // 8`` = 64).
 
     Attributes:
@@ -90,8 +92,8 @@ class RCCAHead(nn.Module):
         self, in_channels: int, channels: int = 512, recurrence: int = 2, key_channels: int | None = None
     ) -> None:
         super().__init__()
-        if not isinstance(recurrence, int) or recurrence < 1:
-            raise ValueError(f"recurrence must be a positive int, got {recurrence!r}")
+        if isinstance(recurrence, bool) or not isinstance(recurrence, int) or recurrence < 0:
+            raise ValueError(f"recurrence must be a non-negative int, got {recurrence!r}")
         self.out_channels = channels
         self.recurrence = recurrence
         self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
