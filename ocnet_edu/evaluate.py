@@ -66,6 +66,12 @@ def sliding_window_logits(
     return (logits / count)[..., :height, :width]
 
 
+def dataset_flip_pairs(dataset) -> tuple[tuple[int, int], ...]:
+    """The left/right class pairs of ``dataset`` (``flip_pairs``; that of ``dataset.dataset`` for
+    a ``Subset``), or none."""
+    return getattr(dataset, "flip_pairs", getattr(getattr(dataset, "dataset", None), "flip_pairs", ()))
+
+
 def multi_scale_logits(
     model: nn.Module,
     image: torch.Tensor,
@@ -138,7 +144,7 @@ def evaluate_model(
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if flip_pairs is None:
-        flip_pairs = getattr(dataset, "flip_pairs", getattr(getattr(dataset, "dataset", None), "flip_pairs", ()))
+        flip_pairs = dataset_flip_pairs(dataset)
     model.eval()
     confusion = ConfusionMatrix(num_classes, device=device)
     boundary = BoundaryFScore(num_classes, tolerances=boundary_tolerances, device=device)

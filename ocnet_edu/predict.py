@@ -15,6 +15,7 @@ Under ``torchrun`` every process writes its share of the images.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from ocnet_edu import distributed
-from ocnet_edu.evaluate import load_model, multi_scale_logits
+from ocnet_edu.evaluate import dataset_flip_pairs, load_model, multi_scale_logits
 
 __all__ = ["output_names", "predict", "predict_to_folder", "train_to_raw_ids"]
 
@@ -62,10 +63,9 @@ def output_names(dataset) -> list[str]:
     if samples is None:
         return [f"{index:06d}.png" for index in range(len(dataset))]
     names = [Path(image).stem + ".png" for image, _ in samples]
-    if len(set(names)) != len(names):
-        seen: set[str] = set()
-        twice = next(n for n in names if n in seen or seen.add(n))
-        raise ValueError(f"two images of the split would both be written as {twice}")
+    twice = [name for name, count in Counter(names).items() if count > 1]
+    if twice:
+        raise ValueError(f"two images of the split would both be written as {twice[0]}")
     return names
 
 
@@ -104,7 +104,7 @@ def predict_to_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     names = output_names(dataset)
     to_raw = np.arange(num_classes, dtype=np.uint8) if train_ids else train_to_raw_ids(dataset, num_classes)
-    flip_pairs = getattr(dataset, "flip_pairs", ())
+    flip_pairs = dataset_flip_pairs(dataset)
     model.eval()
     written = []
     for index in tqdm(range(rank, len(dataset), world), disable=not (progress and rank == 0), desc="predict",

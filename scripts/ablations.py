@@ -31,8 +31,8 @@ are scaled by the ratio of the short sides, 12/64:
   proxy sweeps ``{1, 2, 4}`` around the benchmark's default 2 (``configs/digits.yaml``), keeping
   the ratios to the default. ``P = 1`` is degenerate: the global stage is then dense attention
   over the whole map and the local stage attends within single pixels.
-* Pyramid-OC and PPM keep the paper's bins ``(1, 2, 3, 6)`` (uneven regions where 8 is not
-  divisible, see :func:`ocnet_edu.heads.region_sizes`).
+* Pyramid-OC and PPM keep the paper's bins ``(1, 2, 3, 6)``; all divide 12 (elsewhere the
+  regions are uneven, see :func:`ocnet_edu.heads.region_sizes`).
 * Every head uses ``channels = 64`` (the paper: 512, ASP-OC/ASPP 256) and its default key/value
   channel ratios; CPU-sized, the same for every method.
 """
@@ -68,7 +68,7 @@ PAPER_FEATURE_SIDE = 64
 PAPER_DILATIONS = (12, 24, 36)
 """ASPP / ASP-OC dilation rates of the paper (Sec. 3.3)."""
 PAPER_TO_PROXY_GROUPS = {4: 1, 8: 2, 16: 4}
-"""ISA group counts of Table 1 → those used on the 8×8 map (ratios kept, see module docstring)."""
+"""ISA group counts of Table 1 → those used on the 12×12 map (ratios kept, see module docstring)."""
 
 
 def scaled_dilations(feature_side: int, rates: Sequence[int] = PAPER_DILATIONS) -> list[int]:
@@ -213,17 +213,15 @@ def train_and_score(run: Run, seed: int, iters: int, dry_run: bool, commit: str 
     tree while a long sweep runs does not change what the rows say made them)."""
     import torch
 
-    from ocnet_edu import checkpoint as ckpt
-    from ocnet_edu.evaluate import evaluate_model
-    from ocnet_edu.train import FINAL, build_model, build_train_dataset, train
+    from ocnet_edu.evaluate import evaluate_model, load_model
+    from ocnet_edu.train import FINAL, build_train_dataset, train
 
     with tempfile.TemporaryDirectory(prefix="ocnet_ablation_") as tmp:
         cfg = build_config(run, seed, iters, dry_run, Path(tmp))
         start = time.perf_counter()
         train(cfg, progress=False)
         seconds = time.perf_counter() - start
-        model = build_model(cfg)
-        model.load_state_dict(ckpt.load(Path(tmp) / FINAL, map_location="cpu")["model"])
+        model = load_model(cfg, Path(tmp) / FINAL)
     dataset = build_train_dataset(cfg, train=False)
     scores = evaluate_model(model, dataset, cfg.model.num_classes, torch.device("cpu"), boundary_tolerances=(3,))
     return {

@@ -39,8 +39,8 @@ def train_one(context: str, commit: str) -> dict[str, Any]:
 
     from ocnet_edu import checkpoint as ckpt
     from ocnet_edu.config import load_config
-    from ocnet_edu.evaluate import evaluate_model
-    from ocnet_edu.train import FINAL, build_model, build_train_dataset, train
+    from ocnet_edu.evaluate import evaluate_model, load_model
+    from ocnet_edu.train import FINAL, build_train_dataset, train
 
     overrides = digit_overrides(context)
     with tempfile.TemporaryDirectory(prefix="ocnet_digits_") as tmp:
@@ -48,9 +48,8 @@ def train_one(context: str, commit: str) -> dict[str, Any]:
         start = time.perf_counter()
         train(cfg, progress=True)
         seconds = time.perf_counter() - start
-        model = build_model(cfg)
-        model.load_state_dict(ckpt.load(Path(tmp) / FINAL)["model"])
-    scores = evaluate_model(model.eval(), build_train_dataset(cfg, train=False), cfg.model.num_classes,
+        model = load_model(cfg, Path(tmp) / FINAL)
+    scores = evaluate_model(model, build_train_dataset(cfg, train=False), cfg.model.num_classes,
                             torch.device("cpu"), boundary_tolerances=(3,), progress=True)
     info = {"overrides": overrides, "commit": commit, "val_miou": float(scores["miou"]),
             "val_pixel_acc": float(scores["pixel_acc"]), "train_seconds": round(seconds, 1),

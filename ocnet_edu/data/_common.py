@@ -80,9 +80,16 @@ class GeneratedScenes(torch.utils.data.Dataset):
     """
 
     first_index: int = 0
+    noise: float = 0.0
 
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def add_noise(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The last step of ``generate``: Gaussian pixel noise of std ``self.noise`` from ``rng``,
+        clipped to ``0..255``, as ``float32`` ``[H, W, 3]``."""
+        image = image + rng.normal(0.0, self.noise, size=image.shape)
+        return np.clip(image, 0.0, 255.0).astype(np.float32)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation stream (the scenes themselves never change)."""

@@ -262,8 +262,7 @@ class DigitScenes(GeneratedScenes):
             box = image[top: top + side, left: left + side]
             box[...] = card + glyph[..., None] * (ink - card)
             label[top: top + side, left: left + side] = int(self.digits[which]) + 1
-        image = image + rng.normal(0.0, self.noise, size=image.shape)
-        return np.clip(image, 0.0, 255.0).astype(np.float32), label
+        return self.add_noise(image, rng), label
 
     def __repr__(self) -> str:
         return (

@@ -97,8 +97,7 @@ class SyntheticShapes(GeneratedScenes):
             label[mask] = cls
             image[mask] = self.palette[cls]
 
-        image = image + rng.normal(0.0, self.noise, size=image.shape)
-        return np.clip(image, 0.0, 255.0).astype(np.float32), label
+        return self.add_noise(image, rng), label
 
     def __repr__(self) -> str:
         return (
