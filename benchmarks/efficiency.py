@@ -21,7 +21,7 @@ Each measurement runs in its own fresh subprocess, so one module's allocations c
 another's. SA and ISA are measured twice: with the explicit softmax path (what the paper
 measured, the relation matrices materialised) and with PyTorch's fused
 ``scaled_dot_product_attention`` (what a user would pick today). The einops ISA is also timed
-against a line-by-line transcription of Algorithm 1 (``ocnet_edu.reference.algorithm1_isa``).
+against a line-by-line transcription of Algorithm 1 (``ocnet_edu.nn.reference.algorithm1_isa``).
 
 Outputs (in ``--out``, default ``benchmarks/results``): ``efficiency_<device>.csv`` with one row
 per measurement, and ``table4_<device>.csv`` with the paper's Table 4 beside ours, with every
@@ -96,7 +96,7 @@ def build(spec: Spec) -> torch.nn.Module:
 def forward_fn(spec: Spec, module: torch.nn.Module):
     if spec.kind != "isa_algorithm1":
         return module
-    from ocnet_edu.reference import algorithm1_isa
+    from ocnet_edu.nn.reference import algorithm1_isa
 
     return lambda x: algorithm1_isa(x, module.stage("global"), module.stage("local"), 8, 8)
 
@@ -158,7 +158,7 @@ def interleaved_ratio_here(side: int, fused: bool, device: str, warmup: int, rep
     """Time the einops ISA and the Algorithm 1 transcription alternately (ABBA), in one process,
     so that both see the same machine load; returns both medians (ms) and the median of the
     per-repeat ratios einops / Algorithm 1."""
-    from ocnet_edu.reference import algorithm1_isa
+    from ocnet_edu.nn.reference import algorithm1_isa
 
     dev = torch.device(device)
     spec = Spec("isa", "isa", "isa", 512, side, fused)

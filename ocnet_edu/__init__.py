@@ -2,25 +2,26 @@
 
 The paper: Y. Yuan, L. Huang, J. Guo, C. Zhang, X. Chen, J. Wang, "OCNet: Object Context for
 Semantic Segmentation", IJCV 2021. Equation numbers in docstrings are the paper's.
+
+Sub-packages (see ``docs/ARCHITECTURE.md``): :mod:`ocnet_edu.nn` (the paper's mathematics),
+:mod:`ocnet_edu.heads` (context modules), :mod:`ocnet_edu.backbones`, :mod:`ocnet_edu.data`,
+:mod:`ocnet_edu.engine` (training, evaluation, prediction), :mod:`ocnet_edu.zoo` (trained
+weights), :mod:`ocnet_edu.experiments` (the book's measurements).
 """
 
-from .attention import SelfAttention, attend, conv_bn_relu
-from .isa import InterlacedSparseSelfAttention
-from . import backbones, context_sets, heads, relation, scale
-from .model import OCNet, OCNetOutput
+from ocnet_edu import backbones, heads, nn, scale
+from ocnet_edu.model import OCNet, OCNetOutput
+from ocnet_edu.nn import InterlacedSparseSelfAttention, SelfAttention
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SelfAttention",
     "InterlacedSparseSelfAttention",
     "OCNet",
     "OCNetOutput",
+    "SelfAttention",
     "backbones",
-    "attend",
-    "conv_bn_relu",
-    "context_sets",
     "heads",
-    "relation",
+    "nn",
     "scale",
 ]

@@ -59,20 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.command == "train":
-        from ocnet_edu.train import train as run_training
+        from ocnet_edu.engine.train import train as run_training
 
         summary = run_training(cfg, resume=args.resume, progress=not args.no_progress)
         if summary.get("world_size", 1) == 1 or _is_main():
             print(json.dumps(summary))
         return 0
     if args.command == "predict":
-        from ocnet_edu.predict import predict as run_prediction
+        from ocnet_edu.engine.predict import predict as run_prediction
 
         written = run_prediction(cfg, args.checkpoint, args.out, args.split, args.scales, args.flip, args.sliding,
                                  args.train_ids)
         print(f"wrote {len(written)} prediction(s) to {args.out}")
         return 0
-    from ocnet_edu.evaluate import evaluate as run_evaluation
+    from ocnet_edu.engine.evaluate import evaluate as run_evaluation
 
     result = run_evaluation(cfg, args.checkpoint, args.scales, args.flip, args.sliding, args.split, args.out)
     if _is_main():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ocnet_edu.relation import dense_relation
+from ocnet_edu.nn.relation import dense_relation
 
 __all__ = ["same_class_mass", "labels_at", "relation_of"]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ocnet_edu.backbones import BACKBONES, build_backbone
-from ocnet_edu.backbones.resnet import check_image_input
+from ocnet_edu.nn.layers import check_input
 
 __all__ = ["OCNet", "OCNetOutput"]
 
@@ -154,7 +154,7 @@ class OCNet(nn.Module):
         Returns:
             eval mode: logits ``[B, num_classes, H, W]``; train mode: :class:`OCNetOutput`.
         """
-        check_image_input(x, self.in_channels, type(self).__name__)
+        check_input(x, self.in_channels, type(self).__name__)
         size = x.shape[-2:]
         features = self.backbone(x)
         logits = self._upsample(self.classifier(self.dropout(self.context(features.out))), size)

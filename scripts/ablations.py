@@ -8,9 +8,9 @@ Run from the repository root::
     python scripts/ablations.py --jobs 2              # two runs at a time, one core each
 
 Every run trains the model of ``configs/digits.yaml`` with one context module, with the library's
-own stack (:func:`ocnet_edu.train.train`), for the same number of iterations, batch size and
+own stack (:func:`ocnet_edu.engine.train.train`), for the same number of iterations, batch size and
 learning rate, and scores it on the validation scenes (unseen handwriting) with
-:func:`ocnet_edu.evaluate.evaluate_model`. Each run appends one row to the CSV (default
+:func:`ocnet_edu.engine.evaluate.evaluate_model`. Each run appends one row to the CSV (default
 ``benchmarks/results/ablations.csv``); a run whose ``(table, method, seed, settings)`` is already
 there is skipped, so an interrupted sweep continues where it stopped. A configuration that appears in
 several tables (the baseline, Base-OC with ISA, ...) is trained once per seed and its row copied
@@ -213,8 +213,8 @@ def train_and_score(run: Run, seed: int, iters: int, dry_run: bool, commit: str 
     tree while a long sweep runs does not change what the rows say made them)."""
     import torch
 
-    from ocnet_edu.evaluate import evaluate_model, load_model
-    from ocnet_edu.train import FINAL, build_train_dataset, train
+    from ocnet_edu.engine.evaluate import evaluate_model, load_model
+    from ocnet_edu.engine.train import FINAL, build_train_dataset, train
 
     with tempfile.TemporaryDirectory(prefix="ocnet_ablation_") as tmp:
         cfg = build_config(run, seed, iters, dry_run, Path(tmp))

@@ -6,7 +6,7 @@ Run from the repository root (about 3 minutes on two CPU cores)::
     python scripts/train_digit_models.py --contexts base_oc_isa
 
 Each model is ``configs/digits.yaml`` (seed 0, 1500 iterations) with one context module, trained
-with the library's own stack (:func:`ocnet_edu.train.train`). Only the weights are kept, with the
+with the library's own stack (:func:`ocnet_edu.engine.train.train`). Only the weights are kept, with the
 overrides that rebuild the model, the commit and the validation scores, in
 ``benchmarks/results/checkpoints/digits_<context>.pt`` (under 1 MB each, written atomically),
 so the book can study a *trained* relation without training under ``pytest --nbval``. They are the
@@ -14,7 +14,7 @@ configurations of the seed-0 rows of Table 2 in ``benchmarks/results/ablations.c
 scores can differ from those rows in the last digits because that sweep ran with one thread per
 run and a different thread count changes the order of floating-point sums.
 
-Load one with :func:`ocnet_edu.pretrained.load_digit_model`.
+Load one with :func:`ocnet_edu.zoo.digits.load_digit_model`.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-from ocnet_edu.pretrained import DIGIT_CONTEXTS, DIGITS_CONFIG, digit_model_path, digit_overrides  # noqa: E402
+from ocnet_edu.zoo.digits import DIGIT_CONTEXTS, DIGITS_CONFIG, digit_model_path, digit_overrides  # noqa: E402
 
 
 def train_one(context: str, commit: str) -> dict[str, Any]:
     import torch
 
-    from ocnet_edu import checkpoint as ckpt
+    from ocnet_edu.engine import checkpoint as ckpt
     from ocnet_edu.config import load_config
-    from ocnet_edu.evaluate import evaluate_model, load_model
-    from ocnet_edu.train import FINAL, build_train_dataset, train
+    from ocnet_edu.engine.evaluate import evaluate_model, load_model
+    from ocnet_edu.engine.train import FINAL, build_train_dataset, train
 
     overrides = digit_overrides(context)
     with tempfile.TemporaryDirectory(prefix="ocnet_digits_") as tmp:

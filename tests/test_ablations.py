@@ -43,7 +43,7 @@ def test_scaled_dilations_and_table_contents():
 
 def test_every_run_builds():
     """Each run's options are accepted by its module (a typo would fail only after a long sweep)."""
-    from ocnet_edu.train import build_model
+    from ocnet_edu.engine.train import build_model
 
     ablations = load_script()
     for table in ablations.TABLES:

@@ -5,7 +5,7 @@ import torch
 
 from ocnet_edu.analysis import labels_at, relation_of, same_class_mass
 from ocnet_edu.backbones import SmallBackbone
-from ocnet_edu.context_sets import binary_relation_matrix
+from ocnet_edu.nn.context_sets import binary_relation_matrix
 from ocnet_edu.heads import build_context_module
 from ocnet_edu.model import OCNet
 

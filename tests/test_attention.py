@@ -7,7 +7,7 @@ import torch
 from einops import rearrange
 
 from ocnet_edu import SelfAttention
-from ocnet_edu.attention import attend
+from ocnet_edu.nn.attention import attend
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from ocnet_edu.backbones import (
     build_backbone,
     load_pretrained,
 )
-from ocnet_edu.backbones.pretrained import HRNET_IGNORED_PREFIXES
+from ocnet_edu.backbones.imagenet import HRNET_IGNORED_PREFIXES
 
 DATA = Path(__file__).parent / "data"
 META = torch.device("meta")

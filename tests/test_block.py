@@ -3,7 +3,7 @@
 import torch
 
 from ocnet_edu.backbones import DilatedResNet
-from ocnet_edu.block import ResidualISABlock, insert_after
+from ocnet_edu.nn.residual import ResidualISABlock, insert_after
 
 
 def test_block_is_identity_at_init_and_has_gradients():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ocnet_edu.context_sets import (
+from ocnet_edu.nn.context_sets import (
     aspp_context,
     binary_relation_matrix,
     context_representation,

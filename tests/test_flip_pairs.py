@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 
 from ocnet_edu.data import DATASETS
 from ocnet_edu.data.transforms import RandomHorizontalFlip, check_flip_pairs, paper_train_transforms, swap_pairs
-from ocnet_edu.evaluate import evaluate_model, multi_scale_logits
+from ocnet_edu.engine.evaluate import evaluate_model, multi_scale_logits
 
 LIP_PAIRS = ((14, 15), (16, 17), (18, 19))
 

@@ -5,9 +5,9 @@ import torch
 from einops import rearrange
 
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
-from ocnet_edu.isa import GROUP_PATTERNS
-from ocnet_edu.reference import algorithm1_isa
-from ocnet_edu.relation import affine_form, dense_relation
+from ocnet_edu.nn.isa import GROUP_PATTERNS
+from ocnet_edu.nn.reference import algorithm1_isa
+from ocnet_edu.nn.relation import affine_form, dense_relation
 
 CASES = [  # (H, W, (P_h, P_w)) — square, non-square, P_h != P_w, P != Q
     (8, 8, (2, 2)),

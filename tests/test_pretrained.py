@@ -1,4 +1,4 @@
-"""ocnet_edu.pretrained: the shipped digit-card models load, predict, and fail clearly."""
+"""ocnet_edu.zoo.digits: the shipped digit-card models load, predict, and fail clearly."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from ocnet_edu import checkpoint as ckpt
-from ocnet_edu.pretrained import DIGIT_CONTEXTS, digit_model_path, digit_overrides, load_digit_model
+from ocnet_edu.engine import checkpoint as ckpt
+from ocnet_edu.zoo.digits import DIGIT_CONTEXTS, digit_model_path, digit_overrides, load_digit_model
 
 pytest.importorskip("sklearn", reason="the digit models' config uses DigitScenes")
 
@@ -32,8 +32,8 @@ def test_recorded_score_matches_a_fresh_evaluation_of_the_weights():
     give a number within a few points of the full 1024)."""
     from torch.utils.data import Subset
 
-    from ocnet_edu.evaluate import evaluate_model
-    from ocnet_edu.train import build_train_dataset
+    from ocnet_edu.engine.evaluate import evaluate_model
+    from ocnet_edu.engine.train import build_train_dataset
 
     model, cfg, info = load_digit_model("base_oc_isa")
     scores = evaluate_model(model, Subset(build_train_dataset(cfg, train=False), range(64)), cfg.model.num_classes,

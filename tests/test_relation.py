@@ -4,7 +4,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from ocnet_edu.relation import (
+from ocnet_edu.nn.relation import (
     block_diagonal,
     dense_relation,
     eq23_columns,

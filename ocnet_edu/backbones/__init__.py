@@ -17,7 +17,7 @@ name               out_channels  aux_channels  stride  notes
 ``small``          128           64            8       CPU-scale runs only (not in the paper)
 =================  ============  ============  ======  =========================================
 
-Pretrained weights always come from a local file (:mod:`ocnet_edu.backbones.pretrained`).
+Pretrained weights always come from a local file (:mod:`ocnet_edu.backbones.imagenet`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from torch import nn
 
 from ocnet_edu.backbones.hrnet import HRNet, hrnetv2_w18, hrnetv2_w32, hrnetv2_w48
-from ocnet_edu.backbones.pretrained import LoadReport, load_pretrained, read_state_dict
+from ocnet_edu.backbones.imagenet import LoadReport, load_pretrained, read_state_dict
 from ocnet_edu.backbones.resnet import BackboneFeatures, Bottleneck, DilatedResNet, resnet50, resnet101
 from ocnet_edu.backbones.small import SmallBackbone
 

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocnet_edu.backbones.resnet import BackboneFeatures, Bottleneck, check_image_input, init_conv_bn_
+from ocnet_edu.backbones.resnet import BackboneFeatures, Bottleneck, init_conv_bn_
+from ocnet_edu.nn.layers import check_input
 
 __all__ = ["BasicBlock", "HighResolutionModule", "HRNet", "hrnetv2_w18", "hrnetv2_w32", "hrnetv2_w48"]
 
@@ -225,7 +226,7 @@ class HRNet(nn.Module):
         self.aux_channels: int = self.out_channels
         self.reset_parameters()
         if pretrained is not None:
-            from ocnet_edu.backbones.pretrained import HRNET_IGNORED_PREFIXES, load_pretrained
+            from ocnet_edu.backbones.imagenet import HRNET_IGNORED_PREFIXES, load_pretrained
 
             load_pretrained(self, pretrained, ignore_prefixes=HRNET_IGNORED_PREFIXES)
 
@@ -245,7 +246,7 @@ class HRNet(nn.Module):
             :class:`BackboneFeatures` (``out`` = ``aux`` = the HRNetV2 concatenation,
             ``stages`` = the four branch outputs).
         """
-        check_image_input(x, self.in_channels, type(self).__name__)
+        check_input(x, self.in_channels, type(self).__name__)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]

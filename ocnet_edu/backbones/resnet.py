@@ -48,7 +48,9 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["BackboneFeatures", "Bottleneck", "DilatedResNet", "resnet50", "resnet101", "check_image_input"]
+from ocnet_edu.nn.layers import check_input
+
+__all__ = ["BackboneFeatures", "Bottleneck", "DilatedResNet", "resnet50", "resnet101"]
 
 _BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _DILATIONS = {8: (1, 1, 2, 4), 16: (1, 1, 1, 2), 32: (1, 1, 1, 1)}
@@ -82,22 +84,6 @@ class BackboneFeatures(NamedTuple):
     out: torch.Tensor
     aux: torch.Tensor
     stages: tuple[torch.Tensor, ...]
-
-
-def check_image_input(x: torch.Tensor, in_channels: int, owner: str) -> None:
-    """Raise a clear ``ValueError`` unless ``x`` is ``[B, in_channels, H, W]``.
-
-    Args:
-        x: the tensor given to ``owner.forward``.
-        in_channels: the channel count ``owner`` was built for.
-        owner: class name used in the message.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"{owner} expects a 4-D tensor [B, C, H, W], got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{owner} was built for {in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})"
-        )
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1):
@@ -170,7 +156,7 @@ class DilatedResNet(nn.Module):
             and parameter counts match torchvision's.
         num_fc_classes: output size of ``fc``.
         pretrained: path to a local ImageNet checkpoint loaded with
-            :func:`ocnet_edu.backbones.pretrained.load_pretrained` (``fc.*`` is ignored).
+            :func:`ocnet_edu.backbones.imagenet.load_pretrained` (``fc.*`` is ignored).
 
     Attributes:
         out_channels: channels of ``layer4`` (2048 by default).
@@ -245,7 +231,7 @@ class DilatedResNet(nn.Module):
         self.fc: nn.Linear | None = nn.Linear(self.out_channels, num_fc_classes) if with_fc else None
         self.reset_parameters()
         if pretrained is not None:
-            from ocnet_edu.backbones.pretrained import load_pretrained
+            from ocnet_edu.backbones.imagenet import load_pretrained
 
             load_pretrained(self, pretrained, ignore_prefixes=("fc.",))
 
@@ -269,7 +255,7 @@ class DilatedResNet(nn.Module):
             :class:`BackboneFeatures` (``out`` = ``layer4``, ``aux`` = ``layer3``,
             ``stages`` = ``(layer1, layer2, layer3, layer4)``).
         """
-        check_image_input(x, self.in_channels, type(self).__name__)
+        check_input(x, self.in_channels, type(self).__name__)
         c1 = self.layer1(self.stem(x))
         c2 = self.layer2(c1)
         c3 = self.layer3(c2)

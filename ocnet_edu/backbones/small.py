@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ocnet_edu.attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 from ocnet_edu.backbones.resnet import BackboneFeatures
 
 __all__ = ["SmallBackbone"]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 from .ocp import build_ocp, check_downsample, run_ocp
 
 __all__ = ["ASPOC"]

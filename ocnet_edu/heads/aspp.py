@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
-from ..attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 
 __all__ = ["ImagePooling", "ASPP"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 from .ocp import build_ocp, check_downsample, run_ocp
 
 __all__ = ["BaseOC"]

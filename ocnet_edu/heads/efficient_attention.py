@@ -27,7 +27,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 
 __all__ = ["EfficientAttention", "EfficientAttentionHead"]
 

@@ -2,8 +2,8 @@
 
 Y. Yuan, L. Huang, J. Guo, C. Zhang, X. Chen, J. Wang, "OCNet: Object Context for Semantic
 Segmentation", IJCV 2021, Sec. 3.2 ("Object context pooling"). The OCP is either the dense
-relation scheme, :class:`~ocnet_edu.attention.SelfAttention` (``"sa"``, Eq. 10–11), or the sparse
-one, :class:`~ocnet_edu.isa.InterlacedSparseSelfAttention` (``"isa"``, Eq. 12–21).
+relation scheme, :class:`~ocnet_edu.nn.attention.SelfAttention` (``"sa"``, Eq. 10–11), or the sparse
+one, :class:`~ocnet_edu.nn.isa.InterlacedSparseSelfAttention` (``"isa"``, Eq. 12–21).
 
 This file only builds the OCP and runs it, optionally on a downsampled map (the "SA-2×" row of
 Table 3). Both OCP kinds map ``[B, C, H, W] → [B, C_out, H, W]``.
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import SelfAttention
-from ..isa import InterlacedSparseSelfAttention
+from ocnet_edu.nn.attention import SelfAttention
+from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 
 __all__ = ["OCP_KINDS", "DEFAULT_ISA_GROUPS", "build_ocp", "run_ocp"]
 

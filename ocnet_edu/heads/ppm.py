@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 
 __all__ = ["PPM"]
 

@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..attention import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu
 from .ocp import build_ocp
 
 __all__ = ["PYRAMID", "region_sizes", "region_index_map", "map_regions", "PyramidOC"]

@@ -2,7 +2,7 @@
 
 Scores on a test set whose labels are not public (Cityscapes ``test`` for Table 7, PASCAL-Context
 or COCO-Stuff test sets) come from the benchmark's server, which takes one label image per test
-image. This module runs the same inference as :mod:`ocnet_edu.evaluate` (scales, flip, sliding
+image. This module runs the same inference as :mod:`ocnet_edu.engine.evaluate` (scales, flip, sliding
 window) and writes, for every image of a split, ``<out>/<image stem>.png``: an 8-bit map of the
 dataset's *raw* label ids (for Cityscapes the ``labelIds`` of ``cityscapesscripts``, which the
 server expects, e.g. 7 for road; train id 0 would be "unlabeled"), or of train ids with
@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ocnet_edu import distributed
-from ocnet_edu.evaluate import dataset_flip_pairs, load_model, multi_scale_logits
+from ocnet_edu.engine import distributed
+from ocnet_edu.engine.evaluate import dataset_flip_pairs, load_model, multi_scale_logits
 
 __all__ = ["output_names", "predict", "predict_to_folder", "train_to_raw_ids"]
 
@@ -90,7 +90,7 @@ def predict_to_folder(
         dataset: items ``(image [3, H, W] normalised, label)``; the label is not used.
         out_dir: folder for the PNG files (created).
         num_classes: ``K`` of the model.
-        scales, flip, crop_size: inference as in :func:`ocnet_edu.evaluate.multi_scale_logits`
+        scales, flip, crop_size: inference as in :func:`ocnet_edu.engine.evaluate.multi_scale_logits`
             (left/right classes from ``dataset.flip_pairs``).
         train_ids: write train ids ``0..K-1`` instead of the dataset's raw label ids.
         progress: a progress bar on rank 0.
@@ -131,7 +131,7 @@ def predict(
 ) -> list[Path]:
     """Load ``checkpoint`` into the model of ``cfg`` and write its predictions for ``split``
     (default ``data.val_split``) to ``out_dir``; see :func:`predict_to_folder`."""
-    from ocnet_edu.train import build_train_dataset
+    from ocnet_edu.engine.train import build_train_dataset
 
     ctx = distributed.setup(cfg.runtime.device)
     try:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ocnet_edu.isa import STAGES, InterlacedSparseSelfAttention
+from ocnet_edu.nn.isa import STAGES, InterlacedSparseSelfAttention
 
 __all__ = ["ResidualISABlock", "insert_after"]
 

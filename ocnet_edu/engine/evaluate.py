@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocnet_edu import checkpoint as ckpt
-from ocnet_edu import distributed
+from ocnet_edu.engine import checkpoint as ckpt
+from ocnet_edu.engine import distributed
 from ocnet_edu.data.transforms import check_flip_pairs
 from ocnet_edu.metrics import BoundaryFScore, ConfusionMatrix
 
@@ -176,7 +176,7 @@ def evaluate_model(
 def load_model(cfg, checkpoint: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """The model of ``cfg`` with the weights of ``checkpoint`` (a training checkpoint or a bare
     state dict), on ``device``, in eval mode."""
-    from ocnet_edu.train import build_model
+    from ocnet_edu.engine.train import build_model
 
     model = build_model(cfg)
     state = ckpt.load(checkpoint, map_location="cpu")
@@ -195,7 +195,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Load ``checkpoint`` into the model of ``cfg`` and score it on the validation split."""
-    from ocnet_edu.train import build_train_dataset
+    from ocnet_edu.engine.train import build_train_dataset
 
     ctx = distributed.setup(cfg.runtime.device)
     try:

@@ -1,6 +1,6 @@
 """Dense relation: self-attention (SA), Eq. 4 and Eq. 10–11 of the OCNet paper.
 
-Shapes use the axis glossary of :mod:`ocnet_edu.isa`: ``b`` batch, ``c`` channels, ``h``/``w``
+Shapes use the axis glossary of :mod:`ocnet_edu.nn.isa`: ``b`` batch, ``c`` channels, ``h``/``w``
 height and width, ``n`` positions attended over (``h·w`` for SA).
 
 The paper's transforms (Sec. 3.2):
@@ -13,7 +13,7 @@ The paper's transforms (Sec. 3.2):
 
 Because δ and ρ are plain (affine) convolutions and every row of W sums to one, the whole module
 is ``Z = W X M + 1 cᵀ`` for a matrix M and vector c built from the δ/ρ weights; see
-:func:`ocnet_edu.relation.affine_form`.
+:func:`ocnet_edu.nn.relation.affine_form`.
 """
 
 from __future__ import annotations
@@ -25,26 +25,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["conv_bn_relu", "attend", "SelfAttention"]
+from ocnet_edu.nn.layers import check_input, conv_bn_relu
 
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
-    """``conv (no bias) → BatchNorm → ReLU`` with 'same' padding.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        kernel_size: odd kernel size (1 or 3 in this project).
-        dilation: dilation rate of the convolution.
-    """
-    if kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
-    padding = dilation * (kernel_size - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+__all__ = ["attend", "SelfAttention"]
 
 
 def attend(
@@ -141,12 +124,7 @@ class SelfAttention(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is ``[B, in_channels, H, W]``."""
-        if x.dim() != 4:
-            raise ValueError(f"expected a 4-D input [B, C, H, W], got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
-            )
+        check_input(x, self.in_channels, type(self).__name__)
 
     def transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """θ(X), φ(X), δ(X) as maps ``[B, key/key/value channels, H, W]``.

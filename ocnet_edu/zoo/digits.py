@@ -15,7 +15,7 @@ from torch import nn
 
 __all__ = ["DIGIT_CONTEXTS", "DIGIT_CONTEXT_OPTIONS", "digit_model_path", "digit_overrides", "load_digit_model"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DIGITS_CONFIG = REPO_ROOT / "configs" / "digits.yaml"
 CHECKPOINT_DIR = REPO_ROOT / "benchmarks" / "results" / "checkpoints"
 
@@ -51,9 +51,9 @@ def load_digit_model(context: str, path: str | Path | None = None) -> tuple[nn.M
         ValueError: an unknown ``context``.
         FileNotFoundError: the checkpoint is missing (the message gives the command that makes it).
     """
-    from ocnet_edu import checkpoint as ckpt
+    from ocnet_edu.engine import checkpoint as ckpt
     from ocnet_edu.config import load_config
-    from ocnet_edu.train import build_model
+    from ocnet_edu.engine.train import build_model
 
     path = Path(path) if path is not None else digit_model_path(context)
     if not path.is_file():

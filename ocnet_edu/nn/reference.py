@@ -1,7 +1,7 @@
 """A line-by-line transcription of the paper's Algorithm 1, kept as a reference.
 
 This is the one place in the package that uses ``reshape``/``permute`` tuples instead of einops:
-it exists to show that :class:`ocnet_edu.isa.InterlacedSparseSelfAttention` (einops, padding,
+it exists to show that :class:`ocnet_edu.nn.isa.InterlacedSparseSelfAttention` (einops, padding,
 masking) computes exactly what the paper's listing computes, and to time the two side by side.
 Like the listing it needs ``H % P_h == 0`` and ``W % P_w == 0``.
 """

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ocnet_edu import checkpoint as ckpt
-from ocnet_edu import distributed
+from ocnet_edu.engine import checkpoint as ckpt
+from ocnet_edu.engine import distributed
 from ocnet_edu.config import Config, save_config
 from ocnet_edu.losses import poly_lr_factor, segmentation_loss
 

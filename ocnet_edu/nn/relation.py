@@ -1,7 +1,7 @@
 """The explicit matrix view of ISA: ``W = Wˡ Pᵀ Wᵍ P`` (Eq. 9, 12, 16, 18, 20; App. C–E, I).
 
 Everything here builds the ``N × N`` matrices that the fast implementation in
-:mod:`ocnet_edu.isa` never forms, so that the paper's identities can be checked numerically.
+:mod:`ocnet_edu.nn.isa` never forms, so that the paper's identities can be checked numerically.
 The costs are ``O(N²)`` memory: use small maps.
 
 Orders of the ``N = H·W`` pixels (all indices 0-based):
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import torch
 from einops import rearrange
 
-from .attention import SelfAttention
-from .isa import STAGES, InterlacedSparseSelfAttention, check_groups, check_stages, grouped_attention, padded_size
+from ocnet_edu.nn.attention import SelfAttention
+from ocnet_edu.nn.isa import STAGES, InterlacedSparseSelfAttention, check_groups, check_stages, grouped_attention, padded_size
 
 __all__ = [
     "permutation_indices",
@@ -176,7 +176,7 @@ def transform_free_isa(
     Args:
         x: ``[B, C, H, W]``.
         groups: ``(P_h, P_w)``.
-        stages: stage order, as for :class:`~ocnet_edu.isa.InterlacedSparseSelfAttention`.
+        stages: stage order, as for :class:`~ocnet_edu.nn.isa.InterlacedSparseSelfAttention`.
 
     Returns:
         ``y [B, C, H, W]`` or ``(y, global_relation, local_relation)``.

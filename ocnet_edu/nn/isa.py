@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from .attention import SelfAttention, attend
+from ocnet_edu.nn.attention import SelfAttention, attend
 
 __all__ = ["STAGES", "GROUP_PATTERNS", "grouped_attention", "padded_size", "InterlacedSparseSelfAttention"]
 
@@ -103,7 +103,7 @@ def grouped_attention(
         stage: ``"global"`` (groups share the remainder) or ``"local"`` (share the quotient).
         groups: ``(P_h, P_w)``.
         return_weights: also return the relations of every group.
-        fused: see :func:`ocnet_edu.attention.attend`.
+        fused: see :func:`ocnet_edu.nn.attention.attend`.
 
     Returns:
         ``(out [b, e, h, w], relation)`` where ``relation`` is ``None`` or
@@ -134,9 +134,9 @@ def grouped_attention(
 class InterlacedSparseSelfAttention(nn.Module):
     """Interlaced sparse self-attention: a global stage then a local stage (Algorithm 1).
 
-    Each stage is a :class:`~ocnet_edu.attention.SelfAttention` (its own θ, φ, δ, ρ) applied
+    Each stage is a :class:`~ocnet_edu.nn.attention.SelfAttention` (its own θ, φ, δ, ρ) applied
     within groups; ``W = Wˡ Pᵀ Wᵍ P`` (Eq. 9) describes the two stages together, see
-    :mod:`ocnet_edu.relation`.
+    :mod:`ocnet_edu.nn.relation`.
 
     Args:
         in_channels: ``C_in`` of the input ``[B, C_in, H, W]``.
