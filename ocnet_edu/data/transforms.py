@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ocnet_edu.data._common import IGNORE_INDEX
+from ocnet_edu.data.constants import IGNORE_INDEX
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
