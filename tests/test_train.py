@@ -87,7 +87,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     ddp = ckpt.load(tmp_path / "ddp" / "final.pt")["model"]
     single = ckpt.load(tmp_path / "single" / "final.pt")["model"]
     torch.manual_seed(0)
-    from ocnet_edu.engine.train import build_model
+    from ocnet_edu.engine.builders import build_model
 
     initial = build_model(config(tmp_path / "x", *overrides)).state_dict()
     weights = [k for k in single if k.endswith("weight") and single[k].dtype.is_floating_point]
@@ -120,10 +120,10 @@ def test_cli_rejects_bad_config_keys(tmp_path):
 
 
 def test_synthetic_validation_shares_the_palette_but_not_the_scenes(tmp_path):
-    from ocnet_edu.engine.train import build_train_dataset
+    from ocnet_edu.engine.builders import build_eval_dataset, build_train_dataset
 
     cfg = config(tmp_path)
-    train_set, val_set = build_train_dataset(cfg), build_train_dataset(cfg, train=False)
+    train_set, val_set = build_train_dataset(cfg), build_eval_dataset(cfg)
     assert (train_set.palette == val_set.palette).all()
     assert val_set.first_index == len(train_set)
     _, train_label = train_set.generate(0)
