@@ -140,3 +140,15 @@ def test_bf16_autocast_channels_last_and_ohem_train(tmp_path):
     assert summary["iterations"] == 4 and all(map(lambda v: v == v, read_losses(tmp_path)))  # no NaN
     with pytest.raises(ValueError, match="float16 autocast needs a GPU"):
         train(config(tmp_path / "fp16", "runtime.amp=true", "runtime.amp_dtype=float16"), progress=False)
+
+
+def test_ranks_come_from_torchrun_variables_until_a_group_exists(monkeypatch):
+    from ocnet_edu.engine import distributed
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    assert distributed.shard(5) == range(5) and distributed.all_gather_object("x") == ["x"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not distributed.is_main() and list(distributed.shard(5)) == [1, 3]

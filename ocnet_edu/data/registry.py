@@ -13,15 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ocnet_edu.data import datasets as folders
 from ocnet_edu.data._common import SegmentationDataset, Transform
-from ocnet_edu.data.datasets import (
-    ADE20KDataset,
-    COCOStuffDataset,
-    CityscapesDataset,
-    LIPDataset,
-    PascalContextDataset,
-    SegmentationFolder,
-)
+from ocnet_edu.data.datasets import SegmentationFolder
 from ocnet_edu.data.digits import DigitScenes
 from ocnet_edu.data.synthetic import SyntheticShapes
 
@@ -31,11 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["DATASETS", "NUM_CLASSES", "build_dataset", "dataset_class", "dataset_from_config"]
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
-    "cityscapes": CityscapesDataset,
-    "ade20k": ADE20KDataset,
-    "lip": LIPDataset,
-    "pascal_context": PascalContextDataset,
-    "coco_stuff": COCOStuffDataset,
+    "cityscapes": folders.CityscapesDataset,
+    "ade20k": folders.ADE20KDataset,
+    "lip": folders.LIPDataset,
+    "pascal_context": folders.PascalContextDataset,
+    "coco_stuff": folders.COCOStuffDataset,
     "synthetic": SyntheticShapes,
     "digits": DigitScenes,
 }
