@@ -18,7 +18,17 @@ import json
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def _add_inference_options(command: argparse.ArgumentParser) -> None:
+    """The flags ``evaluate`` and ``predict`` share: config, checkpoint, test scales, flip, sliding window."""
+    command.add_argument("--config", required=True)
+    command.add_argument("--checkpoint", required=True)
+    command.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test scales, e.g. 0.75 1 1.25 1.5 1.75")
+    command.add_argument("--flip", action="store_true", help="add the horizontally flipped prediction")
+    command.add_argument("--sliding", action="store_true", help="sliding-window inference with the crop size")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: ``train``, ``evaluate`` and ``predict``, each taking ``key.sub=value`` overrides."""
     parser = argparse.ArgumentParser(prog="python -m ocnet_edu", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -26,33 +36,34 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.pt")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on the validation split")
-    evaluate.add_argument("--config", required=True)
-    evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--scales", type=float, nargs="+", default=[1.0],
-                          help="test scales, e.g. 0.75 1 1.25 1.5 1.75")
-    evaluate.add_argument("--flip", action="store_true", help="add the horizontally flipped prediction")
-    evaluate.add_argument("--sliding", action="store_true", help="sliding-window inference with the crop size")
+    _add_inference_options(evaluate)
     evaluate.add_argument("--split", default=None, help="split to score (default: data.val_split)")
     evaluate.add_argument("--out", default=None, help="write the scores as JSON here")
-    evaluate.add_argument("overrides", nargs="*", help="key.sub=value overrides")
 
     predict = commands.add_parser("predict", help="write predicted label maps as PNG files (e.g. for a test server)")
-    predict.add_argument("--config", required=True)
-    predict.add_argument("--checkpoint", required=True)
+    _add_inference_options(predict)
     predict.add_argument("--out", required=True, help="folder for <image stem>.png")
     predict.add_argument("--split", default=None, help="split to predict (default: data.val_split), e.g. test")
-    predict.add_argument("--scales", type=float, nargs="+", default=[1.0])
-    predict.add_argument("--flip", action="store_true")
-    predict.add_argument("--sliding", action="store_true")
     predict.add_argument("--train-ids", action="store_true",
                          help="write train ids 0..K-1 instead of the dataset's raw label ids")
-    predict.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    for command in (train, evaluate, predict):
+        command.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), load the config and run the command; 0 on success.
+
+    A bad config key or value is a usage error (exit status 2, with the message). Rank 0 prints
+    the training summary or the scores (without the per-class IoU) as JSON; every process prints
+    how many predictions it wrote.
+    """
+    parser = _parser()
     args = parser.parse_args(argv)
     from ocnet_edu.config import load_config
+    from ocnet_edu.engine import distributed
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -61,29 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from ocnet_edu.engine.train import train as run_training
 
-        summary = run_training(cfg, resume=args.resume, progress=not args.no_progress)
-        if summary.get("world_size", 1) == 1 or _is_main():
-            print(json.dumps(summary))
-        return 0
-    if args.command == "predict":
+        report = json.dumps(run_training(cfg, resume=args.resume, progress=not args.no_progress))
+    elif args.command == "predict":
         from ocnet_edu.engine.predict import predict as run_prediction
 
         written = run_prediction(cfg, args.checkpoint, args.out, args.split, args.scales, args.flip, args.sliding,
                                  args.train_ids)
-        print(f"wrote {len(written)} prediction(s) to {args.out}")
-        return 0
-    from ocnet_edu.engine.evaluate import evaluate as run_evaluation
+        report = f"wrote {len(written)} prediction(s) to {args.out}"
+    else:
+        from ocnet_edu.engine.evaluate import evaluate as run_evaluation
 
-    result = run_evaluation(cfg, args.checkpoint, args.scales, args.flip, args.sliding, args.split, args.out)
-    if _is_main():
-        print(json.dumps({k: v for k, v in result.items() if k != "iou"}, indent=2))
+        result = run_evaluation(cfg, args.checkpoint, args.scales, args.flip, args.sliding, args.split, args.out)
+        report = json.dumps({k: v for k, v in result.items() if k != "iou"}, indent=2)
+    if distributed.is_main() or args.command == "predict":  # each process writes (and counts) its share
+        print(report)
     return 0
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

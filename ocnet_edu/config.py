@@ -23,6 +23,8 @@ from typing import Any, Union
 
 import yaml
 
+from ocnet_edu.data.registry import NUM_CLASSES
+
 __all__ = [
     "Config",
     "DataConfig",
@@ -60,8 +62,9 @@ class ModelConfig:
 class DataConfig:
     """Dataset and augmentation (Sec. 4.2: flip, scale in [0.5, 2], brightness in [-10, 10], crop).
 
-    ``synthetic_length`` and ``synthetic_size`` size the generated datasets (``dataset`` =
-    ``"synthetic"``) used at CPU scale."""
+    ``synthetic_length`` and ``synthetic_size`` size the generated datasets used at CPU scale
+    (``dataset`` = ``"synthetic"`` or ``"digits"``; ``digit_scale`` is the digits' card size).
+    ``dataset`` is a key of :data:`ocnet_edu.data.DATASETS`."""
 
     dataset: str = "cityscapes"
     root: str = "data/cityscapes"
@@ -150,11 +153,13 @@ class Config:
 #   batch size as 16 and training iterations as 30K"
 # COCO-Stuff: "initial learning rate as 0.001, weight decay as 0.0001, crop size as 520×520,
 #   batch size as 16 and training iterations as 60K"
-# num_classes: Sec. 4.1 (PASCAL-Context: "59 semantic classes and 1 background class" -> 60).
-def _preset(dataset: str, num_classes: int, lr: float, wd: float, crop: tuple[int, int],
-            batch: int, iters: int, split: str = "train") -> dict[str, Any]:
+# num_classes: Sec. 4.1, read from the dataset's class (ocnet_edu.data.NUM_CLASSES; PASCAL-Context:
+#   "59 semantic classes and 1 background class" -> 60).
+def _preset(dataset: str, lr: float, wd: float, crop: tuple[int, int], batch: int, iters: int,
+            split: str = "train") -> dict[str, Any]:
+    """The overrides of one row of :data:`PAPER_DEFAULTS`."""
     return {
-        "model": {"num_classes": num_classes},
+        "model": {"num_classes": NUM_CLASSES[dataset]},
         "data": {"dataset": dataset, "root": f"data/{dataset}", "split": split, "crop_size": crop},
         "optim": {"lr": lr, "weight_decay": wd},
         "schedule": {"batch_size": batch, "max_iters": iters},
@@ -162,12 +167,12 @@ def _preset(dataset: str, num_classes: int, lr: float, wd: float, crop: tuple[in
 
 
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cityscapes": _preset("cityscapes", 19, 0.01, 5e-4, (512, 1024), 8, 60_000),
-    "cityscapes_trainval": _preset("cityscapes", 19, 0.01, 5e-4, (512, 1024), 8, 100_000, "train+val"),
-    "ade20k": _preset("ade20k", 150, 0.02, 1e-4, (520, 520), 16, 150_000),
-    "lip": _preset("lip", 20, 0.007, 5e-4, (473, 473), 32, 100_000),
-    "pascal_context": _preset("pascal_context", 60, 0.001, 1e-4, (520, 520), 16, 30_000),
-    "coco_stuff": _preset("coco_stuff", 171, 0.001, 1e-4, (520, 520), 16, 60_000),
+    "cityscapes": _preset("cityscapes", 0.01, 5e-4, (512, 1024), 8, 60_000),
+    "cityscapes_trainval": _preset("cityscapes", 0.01, 5e-4, (512, 1024), 8, 100_000, "train+val"),
+    "ade20k": _preset("ade20k", 0.02, 1e-4, (520, 520), 16, 150_000),
+    "lip": _preset("lip", 0.007, 5e-4, (473, 473), 32, 100_000),
+    "pascal_context": _preset("pascal_context", 0.001, 1e-4, (520, 520), 16, 30_000),
+    "coco_stuff": _preset("coco_stuff", 0.001, 1e-4, (520, 520), 16, 60_000),
 }
 """Per-dataset settings of Sec. 4.2 as nested overrides of :class:`Config`."""
 
@@ -176,9 +181,15 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 # type checking and conversion
 # --------------------------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
+    """``int``, ``tuple[int, int]``, ``str | None``: a field type as the error messages print it."""
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
+
+
+def _fail(value: Any, tp: Any, key: str) -> typing.NoReturn:
+    """Raise the ``ValueError`` of a value that is not of the field's type, naming the key."""
+    raise ValueError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -186,64 +197,67 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
-
-    def fail() -> typing.NoReturn:
-        raise ValueError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
     if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None:
-            if type(None) in options:
-                return None
-            fail()
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, key)
-            except ValueError:
-                continue
-        fail()
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        fail()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        fail()
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                fail()
-        fail()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        fail()
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            fail()
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            fail()
-        return [_convert(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        key_type, value_type = typing.get_args(tp)
-        if not isinstance(value, dict):
-            fail()
-        return {_convert(k, key_type, f"{key} (a key)"): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+        return _convert_union(value, tp, key)
+    if tp in (bool, int, float, str):
+        return _convert_scalar(value, tp, key)
+    if origin in (tuple, list, dict):
+        return _convert_container(value, tp, key)
     raise TypeError(f"config key {key!r}: unsupported field type {tp!r}")  # a bug in this module
 
 
+def _convert_union(value: Any, tp: Any, key: str) -> Any:
+    """``None`` if the union allows it, else the first option that ``value`` converts to."""
+    options = typing.get_args(tp)
+    if value is None:
+        if type(None) in options:
+            return None
+        _fail(value, tp, key)
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _convert(value, option, key)
+        except ValueError:
+            continue
+    _fail(value, tp, key)
+
+
+def _convert_scalar(value: Any, tp: type, key: str) -> Any:
+    """``bool``, ``int``, ``float`` or ``str``: no implicit conversion (a bool is not an int),
+    except that an int, or a string ``float()`` reads (YAML's ``1e-4``), is accepted as a float."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and is_number and isinstance(value, int):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is float and (is_number or isinstance(value, str)):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    _fail(value, tp, key)
+
+
+def _convert_container(value: Any, tp: Any, key: str) -> Any:
+    """``tuple[...]`` (fixed length), ``list[T]`` or ``dict[K, V]``, converting every element."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(value, tp, key)
+        key_type, value_type = args
+        return {_convert(k, key_type, f"{key} (a key)"): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if not isinstance(value, (list, tuple)) or (origin is tuple and len(value) != len(args)):
+        _fail(value, tp, key)
+    if origin is tuple:
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+
+
 def _unknown_key(key: str, prefix: str, valid: list[str]) -> ValueError:
+    """The error for an unknown key: the valid keys of its section and the closest one."""
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ValueError(f"unknown config key {prefix + key!r}; valid keys here: {', '.join(valid)}{hint}")
@@ -330,17 +344,18 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with every tuple turned into a list, recursively (YAML and JSON have lists only)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict of builtins (tuples become lists), ready for YAML or JSON."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(dataclasses.asdict(cfg))
+    return _plain(dataclasses.asdict(cfg))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

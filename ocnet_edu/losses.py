@@ -1,4 +1,5 @@
-"""Segmentation losses: cross-entropy with ignore label, OHEM, and the poly learning-rate policy.
+"""Segmentation losses: cross-entropy with ignore label (:data:`~ocnet_edu.data.IGNORE_INDEX`),
+OHEM, and the poly learning-rate policy.
 
 Sec. 4.2: the final output is trained with weight 1 and the auxiliary output with weight 0.4;
 online hard example mining (OHEM) is an option (the OCNet authors use it for the Cityscapes test
@@ -11,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ocnet_edu.data.constants import IGNORE_INDEX
+
 __all__ = ["poly_lr_factor", "ohem_kept_mask", "ohem_cross_entropy", "segmentation_loss"]
 
 
@@ -22,7 +25,7 @@ def poly_lr_factor(iteration: int, max_iters: int, power: float = 0.9) -> float:
 
 
 def ohem_kept_mask(
-    logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = 255
+    logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100_000, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Which pixels OHEM keeps: ``[B, H, W]`` bool.
 
@@ -49,7 +52,7 @@ def ohem_cross_entropy(
     target: torch.Tensor,
     thresh: float = 0.7,
     min_kept: int = 100_000,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy averaged over the pixels :func:`ohem_kept_mask` keeps."""
@@ -67,11 +70,16 @@ def segmentation_loss(
     ohem_thresh: float = 0.7,
     ohem_min_kept: int = 100_000,
     class_weights: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """``CE(final) + aux_weight · CE(aux)`` with optional OHEM (on both) and class weights."""
+    """``CE(final) + aux_weight · CE(aux)`` with optional OHEM (on both) and class weights.
+
+    The one formula of the training loss (Sec. 4.2): :meth:`ocnet_edu.model.OCNet.loss`, which the
+    training loop calls, passes its outputs and its ``aux_weight`` here.
+    """
 
     def one(output: torch.Tensor) -> torch.Tensor:
+        """The (OHEM or plain) cross-entropy of one logit map ``[B, K, H, W]`` against ``target``."""
         if ohem:
             return ohem_cross_entropy(output, target, ohem_thresh, ohem_min_kept, ignore_index, class_weights)
         return F.cross_entropy(output, target, weight=class_weights, ignore_index=ignore_index)

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 
-IGNORE_INDEX = 255
+from ocnet_edu.data.constants import IGNORE_INDEX
+from ocnet_edu.engine.distributed import all_reduce_sum
 
 __all__ = [
     "BoundaryFScore",
@@ -51,11 +51,6 @@ __all__ = [
     "boundary_map",
     "dilate_disk",
 ]
-
-
-def _all_reduce_sum(tensor: torch.Tensor, group: object | None) -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
 
 
 @dataclass
@@ -82,10 +77,6 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-
-    def reset(self) -> None:
-        """Zero the matrix."""
-        self.mat.zero_()
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -117,7 +108,7 @@ class ConfusionMatrix:
 
     def reduce_(self, group: object | None = None) -> "ConfusionMatrix":
         """Sum the matrix over all ranks (no-op unless ``torch.distributed`` is initialised)."""
-        _all_reduce_sum(self.mat, group)
+        all_reduce_sum(self.mat, group)
         return self
 
     def compute(self) -> SegmentationScores:
@@ -218,11 +209,6 @@ class BoundaryFScore:
         self.f_sum = torch.zeros(len(self.tolerances), num_classes, dtype=torch.float64, device=device)
         self.count = torch.zeros_like(self.f_sum)
 
-    def reset(self) -> None:
-        """Zero the accumulators."""
-        self.f_sum.zero_()
-        self.count.zero_()
-
     @torch.no_grad()
     def image_scores(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Boundary F of one image.
@@ -276,8 +262,8 @@ class BoundaryFScore:
 
     def reduce_(self, group: object | None = None) -> "BoundaryFScore":
         """Sum the accumulators over all ranks (no-op unless ``torch.distributed`` is initialised)."""
-        _all_reduce_sum(self.f_sum, group)
-        _all_reduce_sum(self.count, group)
+        all_reduce_sum(self.f_sum, group)
+        all_reduce_sum(self.count, group)
         return self
 
     def compute(self) -> BoundaryScores:

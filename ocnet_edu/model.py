@@ -23,13 +23,15 @@ each mode once.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ocnet_edu.backbones import BACKBONES, build_backbone
+from ocnet_edu.data.constants import IGNORE_INDEX
+from ocnet_edu.losses import segmentation_loss
 from ocnet_edu.nn.layers import check_input
 
 __all__ = ["OCNet", "OCNetOutput"]
@@ -48,10 +50,61 @@ class OCNetOutput(NamedTuple):
 
 
 def _channels_of(module: nn.Module, attribute: str, role: str) -> int:
+    """``module.<attribute>`` (a channel count), checked to be a positive int."""
     value = getattr(module, attribute, None)
     if not isinstance(value, int) or value < 1:
         raise ValueError(f"the {role} ({type(module).__name__}) must define a positive int attribute {attribute!r}")
     return value
+
+
+def _check_options(num_classes: int, aux_weight: float, dropout: float) -> None:
+    """Raise ``ValueError`` for a non-positive class count, a negative aux weight or a bad dropout."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if aux_weight < 0:
+        raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def _resolve_backbone(backbone: str | nn.Module, pretrained: str | None) -> nn.Module:
+    """The backbone module: built by name (with ``pretrained`` weights), or the module given."""
+    if isinstance(backbone, str):
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        return build_backbone(backbone, pretrained=pretrained)
+    if pretrained is not None:
+        raise ValueError("pretrained= only applies to a backbone given by name; load weights into your module first")
+    if not isinstance(backbone, nn.Module):
+        raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
+    return backbone
+
+
+def _resolve_context(context: str | nn.Module, in_channels: int) -> nn.Module:
+    """The context module: built by name for ``in_channels`` backbone channels, or the module given."""
+    if isinstance(context, str):
+        try:
+            from ocnet_edu.heads import build_context_module
+        except ImportError as error:
+            raise ImportError(
+                f"context={context!r} needs ocnet_edu.heads.build_context_module, which could not be "
+                f"imported ({error}); pass a context nn.Module instead"
+            ) from error
+        context = build_context_module(context, in_channels=in_channels)
+    if not isinstance(context, nn.Module):
+        raise TypeError(f"context must be a name or an nn.Module, got {type(context).__name__}")
+    return context
+
+
+def _aux_head(in_channels: int, hidden_channels: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """The auxiliary head (Sec. 4.2): 3×3 conv → BN → ReLU → ``Dropout2d`` → 1×1 conv to the classes."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden_channels),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(hidden_channels, num_classes, kernel_size=1),
+    )
 
 
 class OCNet(nn.Module):
@@ -94,36 +147,11 @@ class OCNet(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        if aux_weight < 0:
-            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if isinstance(backbone, str):
-            if backbone not in BACKBONES:
-                raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-            backbone = build_backbone(backbone, pretrained=pretrained)
-        elif pretrained is not None:
-            raise ValueError(
-                "pretrained= only applies to a backbone given by name; load weights into your module first"
-            )
-        if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
+        _check_options(num_classes, aux_weight, dropout)
+        backbone = _resolve_backbone(backbone, pretrained)
         feature_channels = _channels_of(backbone, "out_channels", "backbone")
         aux_in_channels = _channels_of(backbone, "aux_channels", "backbone")
-
-        if isinstance(context, str):
-            try:
-                from ocnet_edu.heads import build_context_module
-            except ImportError as error:
-                raise ImportError(
-                    f"context={context!r} needs ocnet_edu.heads.build_context_module, which could not be "
-                    f"imported ({error}); pass a context nn.Module instead"
-                ) from error
-            context = build_context_module(context, in_channels=feature_channels)
-        if not isinstance(context, nn.Module):
-            raise TypeError(f"context must be a name or an nn.Module, got {type(context).__name__}")
+        context = _resolve_context(context, feature_channels)
         context_channels = _channels_of(context, "out_channels", "context module")
 
         self.in_channels = in_channels
@@ -136,13 +164,7 @@ class OCNet(nn.Module):
         self.classifier = nn.Conv2d(context_channels, num_classes, kernel_size=1)
         self.aux_head: nn.Sequential | None = None
         if aux_weight > 0:
-            self.aux_head = nn.Sequential(
-                nn.Conv2d(aux_in_channels, aux_hidden_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(aux_hidden_channels),
-                nn.ReLU(inplace=True),
-                nn.Dropout2d(dropout),
-                nn.Conv2d(aux_hidden_channels, num_classes, kernel_size=1),
-            )
+            self.aux_head = _aux_head(aux_in_channels, aux_hidden_channels, num_classes, dropout)
 
     def _upsample(self, logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
@@ -165,20 +187,26 @@ class OCNet(nn.Module):
             aux_logits = self._upsample(self.aux_head(features.aux), size)
         return OCNetOutput(logits, aux_logits)
 
-    def loss(self, output: OCNetOutput, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    def loss(self, output: OCNetOutput, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+             **options: Any) -> torch.Tensor:
         """Cross-entropy on the logits plus ``aux_weight`` × cross-entropy on the auxiliary logits.
+
+        The training loop calls this, so the model's ``aux_weight`` (which also decides whether
+        there is an auxiliary head) is the one weight of the auxiliary loss; the formula itself
+        is :func:`ocnet_edu.losses.segmentation_loss`, computed in float32 (also under autocast).
 
         Args:
             output: the training-mode output of :meth:`forward`.
             target: labels ``[B, H, W]`` (int64), ``ignore_index`` where unlabelled.
             ignore_index: label excluded from the loss.
+            options: ``ohem``, ``ohem_thresh``, ``ohem_min_kept``, ``class_weights`` of
+                :func:`~ocnet_edu.losses.segmentation_loss` (the config's ``loss`` section).
 
         Returns:
             A scalar tensor (Sec. 4.2: weights 1 and 0.4).
         """
         if not isinstance(output, OCNetOutput):
             raise TypeError("loss() expects the training-mode OCNetOutput; call model.train() first")
-        from ocnet_edu.losses import segmentation_loss
-
-        return segmentation_loss(output.logits, target, output.aux_logits, aux_weight=self.aux_weight,
-                                 ignore_index=ignore_index)
+        aux_logits = None if output.aux_logits is None else output.aux_logits.float()
+        return segmentation_loss(output.logits.float(), target, aux_logits, aux_weight=self.aux_weight,
+                                 ignore_index=ignore_index, **options)

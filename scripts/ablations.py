@@ -214,7 +214,8 @@ def train_and_score(run: Run, seed: int, iters: int, dry_run: bool, commit: str 
     import torch
 
     from ocnet_edu.engine.evaluate import evaluate_model, load_model
-    from ocnet_edu.engine.train import FINAL, build_train_dataset, train
+    from ocnet_edu.engine.builders import build_eval_dataset
+    from ocnet_edu.engine.train import FINAL, train
 
     with tempfile.TemporaryDirectory(prefix="ocnet_ablation_") as tmp:
         cfg = build_config(run, seed, iters, dry_run, Path(tmp))
@@ -222,7 +223,7 @@ def train_and_score(run: Run, seed: int, iters: int, dry_run: bool, commit: str 
         train(cfg, progress=False)
         seconds = time.perf_counter() - start
         model = load_model(cfg, Path(tmp) / FINAL)
-    dataset = build_train_dataset(cfg, train=False)
+    dataset = build_eval_dataset(cfg)
     scores = evaluate_model(model, dataset, cfg.model.num_classes, torch.device("cpu"), boundary_tolerances=(3,))
     return {
         "table": run.table, "method": run.method, "context_module": run.context, "options": run.options_json(),

@@ -40,7 +40,8 @@ def train_one(context: str, commit: str) -> dict[str, Any]:
     from ocnet_edu.engine import checkpoint as ckpt
     from ocnet_edu.config import load_config
     from ocnet_edu.engine.evaluate import evaluate_model, load_model
-    from ocnet_edu.engine.train import FINAL, build_train_dataset, train
+    from ocnet_edu.engine.builders import build_eval_dataset
+    from ocnet_edu.engine.train import FINAL, train
 
     overrides = digit_overrides(context)
     with tempfile.TemporaryDirectory(prefix="ocnet_digits_") as tmp:
@@ -49,7 +50,7 @@ def train_one(context: str, commit: str) -> dict[str, Any]:
         train(cfg, progress=True)
         seconds = time.perf_counter() - start
         model = load_model(cfg, Path(tmp) / FINAL)
-    scores = evaluate_model(model, build_train_dataset(cfg, train=False), cfg.model.num_classes,
+    scores = evaluate_model(model, build_eval_dataset(cfg), cfg.model.num_classes,
                             torch.device("cpu"), boundary_tolerances=(3,), progress=True)
     info = {"overrides": overrides, "commit": commit, "val_miou": float(scores["miou"]),
             "val_pixel_acc": float(scores["pixel_acc"]), "train_seconds": round(seconds, 1),

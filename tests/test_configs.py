@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ocnet_edu.config import PAPER_DEFAULTS, load_config
-from ocnet_edu.engine.train import build_model
+from ocnet_edu.engine.builders import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -252,3 +252,35 @@ def test_synthetic_independent_of_worker_count() -> None:
     parallel = list(DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork"))
     for (xs, ys), (xp, yp) in zip(serial, parallel, strict=True):
         assert torch.equal(xs, xp) and torch.equal(ys, yp)
+
+
+# ---- the registry ----------------------------------------------------------------------------
+def test_registry_holds_every_dataset_and_its_class_count() -> None:
+    from ocnet_edu.config import PAPER_DEFAULTS
+    from ocnet_edu.data import DATASETS, NUM_CLASSES, DigitScenes
+
+    assert set(DATASETS) == {"cityscapes", "ade20k", "lip", "pascal_context", "coco_stuff", "synthetic", "digits"}
+    assert DATASETS["synthetic"] is SyntheticShapes and DATASETS["digits"] is DigitScenes
+    assert NUM_CLASSES == {"cityscapes": 19, "ade20k": 150, "lip": 20, "pascal_context": 60, "coco_stuff": 171,
+                           "digits": 11}
+    for preset in PAPER_DEFAULTS.values():  # the presets read the class counts from the datasets
+        assert preset["model"]["num_classes"] == NUM_CLASSES[preset["data"]["dataset"]]
+
+
+def test_dataset_from_config_builds_each_kind(tmp_path: Path) -> None:
+    from ocnet_edu.config import load_config
+    from ocnet_edu.data import dataset_from_config
+
+    root = make_lip(tmp_path / "lip")
+    cfg = load_config(None, ["data.dataset=lip", f"data.root={root}", "runtime.seed=3"])
+    lip = dataset_from_config(cfg, "train")
+    assert isinstance(lip, LIPDataset) and lip.seed == 3 and len(lip) == len(LIPDataset(root, "train"))
+    cfg = load_config(None, ["data.dataset=synthetic", "model.num_classes=4", "data.synthetic_length=8"])
+    train, val = dataset_from_config(cfg, "train"), dataset_from_config(cfg, "val")
+    assert (len(train), train.first_index, len(val), val.first_index) == (8, 0, 2, 8)
+    with pytest.raises(ValueError, match="splits 'train' and 'val'"):
+        dataset_from_config(cfg, "test")
+    with pytest.raises(ValueError, match="unknown dataset 'cityscape'"):
+        dataset_from_config(load_config(None, ["data.dataset=cityscape"]), "train")
+    with pytest.raises(ValueError, match="generated"):
+        build_dataset("synthetic", tmp_path, "train")

@@ -102,6 +102,20 @@ def test_loss_is_main_plus_weighted_aux_and_backpropagates() -> None:
         model.loss(output.logits, target)  # type: ignore[arg-type]
 
 
+def test_loss_passes_the_training_options_to_segmentation_loss() -> None:
+    """Training calls ``model.loss`` with the config's OHEM and class weights: the same number as
+    :func:`segmentation_loss` with the model's aux weight."""
+    from ocnet_edu.losses import segmentation_loss
+
+    model = tiny_ocnet(aux_weight=0.4).train()
+    target = torch.randint(0, 5, (2, 32, 32))
+    output = model(torch.randn(2, 3, 32, 32))
+    options = {"ohem": True, "ohem_thresh": 0.7, "ohem_min_kept": 50, "class_weights": torch.tensor([1.0, 2, 2, 2, 2])}
+    expected = segmentation_loss(output.logits, target, output.aux_logits, aux_weight=0.4, **options)
+    torch.testing.assert_close(model.loss(output, target, **options), expected)
+    assert not torch.allclose(expected, model.loss(output, target))  # the options change the loss
+
+
 def test_full_size_resnet101_and_hrnet_shapes_on_meta() -> None:
     with META:
         resnet_model = OCNet(backbone="resnet101", context=TinyContext(2048)).train()

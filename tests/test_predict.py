@@ -16,7 +16,8 @@ from ocnet_edu.data import CityscapesDataset, SyntheticShapes, cityscapes_lut
 from ocnet_edu.data.transforms import eval_transforms
 from ocnet_edu.engine.evaluate import multi_scale_logits
 from ocnet_edu.engine.predict import output_names, predict_to_folder, train_to_raw_ids
-from ocnet_edu.engine.train import build_model, train
+from ocnet_edu.engine.builders import build_model
+from ocnet_edu.engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,10 +33,10 @@ def test_recorded_score_matches_a_fresh_evaluation_of_the_weights():
     from torch.utils.data import Subset
 
     from ocnet_edu.engine.evaluate import evaluate_model
-    from ocnet_edu.engine.train import build_train_dataset
+    from ocnet_edu.engine.builders import build_eval_dataset
 
     model, cfg, info = load_digit_model("base_oc_isa")
-    scores = evaluate_model(model, Subset(build_train_dataset(cfg, train=False), range(64)), cfg.model.num_classes,
+    scores = evaluate_model(model, Subset(build_eval_dataset(cfg), range(64)), cfg.model.num_classes,
                             boundary_tolerances=(3,))
     assert abs(scores["miou"] - info["val_miou"]) < 0.08
 

@@ -87,7 +87,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     ddp = ckpt.load(tmp_path / "ddp" / "final.pt")["model"]
     single = ckpt.load(tmp_path / "single" / "final.pt")["model"]
     torch.manual_seed(0)
-    from ocnet_edu.engine.train import build_model
+    from ocnet_edu.engine.builders import build_model
 
     initial = build_model(config(tmp_path / "x", *overrides)).state_dict()
     weights = [k for k in single if k.endswith("weight") and single[k].dtype.is_floating_point]
@@ -120,10 +120,10 @@ def test_cli_rejects_bad_config_keys(tmp_path):
 
 
 def test_synthetic_validation_shares_the_palette_but_not_the_scenes(tmp_path):
-    from ocnet_edu.engine.train import build_train_dataset
+    from ocnet_edu.engine.builders import build_eval_dataset, build_train_dataset
 
     cfg = config(tmp_path)
-    train_set, val_set = build_train_dataset(cfg), build_train_dataset(cfg, train=False)
+    train_set, val_set = build_train_dataset(cfg), build_eval_dataset(cfg)
     assert (train_set.palette == val_set.palette).all()
     assert val_set.first_index == len(train_set)
     _, train_label = train_set.generate(0)
@@ -140,3 +140,15 @@ def test_bf16_autocast_channels_last_and_ohem_train(tmp_path):
     assert summary["iterations"] == 4 and all(map(lambda v: v == v, read_losses(tmp_path)))  # no NaN
     with pytest.raises(ValueError, match="float16 autocast needs a GPU"):
         train(config(tmp_path / "fp16", "runtime.amp=true", "runtime.amp_dtype=float16"), progress=False)
+
+
+def test_ranks_come_from_torchrun_variables_until_a_group_exists(monkeypatch):
+    from ocnet_edu.engine import distributed
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    assert distributed.shard(5) == range(5) and distributed.all_gather_object("x") == ["x"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not distributed.is_main() and list(distributed.shard(5)) == [1, 3]

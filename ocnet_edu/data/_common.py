@@ -12,13 +12,20 @@ Every dataset in :mod:`ocnet_edu.data` returns a pair ``(image, label)``:
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 import torch
 from einops import rearrange
 
-IGNORE_INDEX = 255
-"""The label value of pixels that are neither trained on nor evaluated."""
+from ocnet_edu.data.constants import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from ocnet_edu.config import Config
+
+Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+"""``transform(image, label, generator) -> (image, label)``, e.g.
+:func:`ocnet_edu.data.transforms.paper_train_transforms`."""
 
 
 class DatasetError(ValueError):
@@ -50,7 +57,7 @@ def image_to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def validate_label(label: np.ndarray, num_classes: int, where: str) -> None:
-    """Check that every value of ``label`` is in ``[0, num_classes)`` or equals 255.
+    """Check that every value of ``label`` is in ``[0, num_classes)`` or equals :data:`IGNORE_INDEX`.
 
     Args:
         label: integer array ``[H, W]`` of (mapped) train ids.
@@ -69,7 +76,31 @@ def validate_label(label: np.ndarray, num_classes: int, where: str) -> None:
         )
 
 
-class GeneratedScenes(torch.utils.data.Dataset):
+class SegmentationDataset(torch.utils.data.Dataset):
+    """What every dataset of the registry (:data:`ocnet_edu.data.DATASETS`) has in common.
+
+    ``num_classes`` (scored classes), ``ignore_index`` (:data:`IGNORE_INDEX`), ``flip_pairs``
+    (class ids ``(left, right)`` that a horizontal flip exchanges; none for most data sets), an
+    augmentation stream chosen by :meth:`set_epoch`, and :meth:`from_config`, the dataset's
+    builder from a :class:`~ocnet_edu.config.Config`.
+    """
+
+    num_classes: int
+    ignore_index: ClassVar[int] = IGNORE_INDEX
+    flip_pairs: ClassVar[tuple[tuple[int, int], ...]] = ()
+    epoch: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: "Config", split: str, transform: Transform | None) -> "SegmentationDataset":
+        """The dataset of ``cfg.data`` for ``split``, its samples passed through ``transform``."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (call before building the epoch's iterator)."""
+        self.epoch = epoch
+
+
+class GeneratedScenes(SegmentationDataset):
     """Base of the datasets generated on the fly (synthetic shapes, digit scenes).
 
     A subclass sets ``length``, ``seed``, ``transform`` and ``epoch`` and implements
@@ -83,6 +114,7 @@ class GeneratedScenes(torch.utils.data.Dataset):
     noise: float = 0.0
 
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scene ``index``: image ``float32`` ``[H, W, 3]`` in ``0..255``, label ``int64`` ``[H, W]``."""
         raise NotImplementedError
 
     def add_noise(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -91,14 +123,12 @@ class GeneratedScenes(torch.utils.data.Dataset):
         image = image + rng.normal(0.0, self.noise, size=image.shape)
         return np.clip(image, 0.0, 255.0).astype(np.float32)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (the scenes themselves never change)."""
-        self.epoch = epoch
-
     def __len__(self) -> int:
+        """Number of scenes."""
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene ``index`` as tensors ``[3, H, W]`` and ``[H, W]``, through ``transform``."""
         image_np, label_np = self.generate(index)
         image, label = image_to_tensor(image_np), torch.from_numpy(label_np)
         if self.transform is not None:

@@ -23,22 +23,25 @@ Args shared by every dataset:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from ocnet_edu.data._common import (
-    IGNORE_INDEX,
     DatasetError,
+    SegmentationDataset,
+    Transform,
     image_to_tensor,
     sample_generator,
     validate_label,
 )
+from ocnet_edu.data.constants import IGNORE_INDEX
 
-Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+if TYPE_CHECKING:
+    from ocnet_edu.config import Config
+
 Sample = tuple[Path, Path]
 
 __all__ = [
@@ -49,7 +52,6 @@ __all__ = [
     "LIPDataset",
     "PascalContextDataset",
     "SegmentationFolder",
-    "cityscapes_class_names",
     "cityscapes_lut",
     "cocostuff_lut",
 ]
@@ -92,19 +94,17 @@ def require_dir(path: Path, what: str) -> Path:
 # --------------------------------------------------------------------------------------------
 # base class
 # --------------------------------------------------------------------------------------------
-class SegmentationFolder(Dataset):
+class SegmentationFolder(SegmentationDataset):
     """Image/label pairs listed from a folder tree; subclasses say where the files are.
 
-    Subclasses set ``name``, ``split_aliases`` (user name -> folder name) and implement
-    :meth:`_list_split` and :meth:`_build_lut`.
+    Subclasses set ``name``, ``num_classes``, ``split_aliases`` (user name -> folder name) and
+    ``image_pattern``, and implement :meth:`_split_folders` (the image and label folders of a
+    split) and :meth:`_build_lut`; the label of ``image`` is ``label_dir / _label_name(image)``.
     """
 
     name: ClassVar[str] = "dataset"
     split_aliases: ClassVar[dict[str, str]] = {}
-    num_classes: int
-    ignore_index: int = IGNORE_INDEX
-    flip_pairs: ClassVar[tuple[tuple[int, int], ...]] = ()
-    """Class ids ``(left, right)`` that a horizontal flip exchanges (none for most data sets)."""
+    image_pattern: ClassVar[str] = "*.jpg"
 
     def __init__(
         self,
@@ -125,14 +125,36 @@ class SegmentationFolder(Dataset):
             found = self._list_split(self.split_aliases.get(part, part))
             self.samples.extend(found)
 
+    @classmethod
+    def from_config(cls, cfg: "Config", split: str, transform: Transform | None) -> "SegmentationFolder":
+        """The split read from ``cfg.data.root``, augmentations seeded by ``cfg.runtime.seed``."""
+        return cls(cfg.data.root, split, transform=transform, seed=cfg.runtime.seed)
+
     # -- to implement ------------------------------------------------------------------------
-    def _list_split(self, split: str) -> list[Sample]:
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
+        """The folders holding the images and the label maps of ``split`` (both must exist)."""
         raise NotImplementedError
 
     def _build_lut(self) -> np.ndarray:
         raise NotImplementedError
 
-    # -- helpers for subclasses --------------------------------------------------------------
+    # -- listing a split -----------------------------------------------------------------------
+    def _label_name(self, image: Path) -> str:
+        """File name of the label map of ``image``, relative to the label folder."""
+        return image.stem + ".png"
+
+    def _list_images(self, split: str, image_dir: Path) -> list[Path]:
+        """The images of ``split``: ``image_pattern`` in ``image_dir``, sorted (at least one)."""
+        images = sorted(image_dir.glob(self.image_pattern))
+        if not images:
+            raise DatasetError(f"{image_dir}: no {self.image_pattern} images")
+        return images
+
+    def _list_split(self, split: str) -> list[Sample]:
+        """(image, label) pairs of one split folder; a missing label map is an error."""
+        image_dir, label_dir = self._split_folders(split)
+        return self._pair_by_stem(self._list_images(split, image_dir), label_dir, self._label_name)
+
     @staticmethod
     def _pair_by_stem(images: list[Path], label_dir: Path, label_name: Callable[[Path], str]) -> list[Sample]:
         """Pair each image with ``label_dir / label_name(image)``; missing label -> error."""
@@ -147,11 +169,8 @@ class SegmentationFolder(Dataset):
         return pairs
 
     # -- Dataset API -------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (call before building the epoch's iterator)."""
-        self.epoch = epoch
-
     def __len__(self) -> int:
+        """Number of image/label pairs."""
         return len(self.samples)
 
     def map_label(self, raw: np.ndarray, where: Path | str) -> np.ndarray:
@@ -184,6 +203,7 @@ class SegmentationFolder(Dataset):
         return image_to_tensor(image), torch.from_numpy(label)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` through ``transform`` (seeded by ``(seed, epoch, index)``)."""
         image, label = self.load(index)
         if self.transform is not None:
             image, label = self.transform(image, label, sample_generator(self.seed, self.epoch, index))
@@ -225,12 +245,6 @@ def cityscapes_lut() -> np.ndarray:
     return lut
 
 
-def cityscapes_class_names() -> list[str]:
-    """The 19 evaluated Cityscapes classes, in train-id order ('road', ..., 'bicycle')."""
-    names = {label.trainId: label.name for label in _cityscapes_labels() if 0 <= label.trainId < 255}
-    return [names[i] for i in range(len(names))]
-
-
 class CityscapesDataset(SegmentationFolder):
     """Cityscapes fine annotations, 19 classes.
 
@@ -241,21 +255,17 @@ class CityscapesDataset(SegmentationFolder):
 
     name = "Cityscapes"
     num_classes = 19
+    image_pattern = "*/*_leftImg8bit.png"
 
     def _build_lut(self) -> np.ndarray:
         return cityscapes_lut()
 
-    def _list_split(self, split: str) -> list[Sample]:
-        image_dir = require_dir(self.root / "leftImg8bit" / split, "Cityscapes image split")
-        label_dir = require_dir(self.root / "gtFine" / split, "Cityscapes label split")
-        images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
-        if not images:
-            raise DatasetError(f"{image_dir}: no */*_leftImg8bit.png images")
-        return self._pair_by_stem(
-            images,
-            label_dir,
-            lambda p: f"{p.parent.name}/{p.name[: -len('_leftImg8bit.png')]}_gtFine_labelIds.png",
-        )
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
+        return (require_dir(self.root / "leftImg8bit" / split, "Cityscapes image split"),
+                require_dir(self.root / "gtFine" / split, "Cityscapes label split"))
+
+    def _label_name(self, image: Path) -> str:
+        return f"{image.parent.name}/{image.name[: -len('_leftImg8bit.png')]}_gtFine_labelIds.png"
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,14 +289,10 @@ class ADE20KDataset(SegmentationFolder):
         lut[1:151] = np.arange(150)
         return lut
 
-    def _list_split(self, split: str) -> list[Sample]:
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
         base = require_dir(self.root / "ADEChallengeData2016", "ADE20K")
-        image_dir = require_dir(base / "images" / split, "ADE20K image split")
-        label_dir = require_dir(base / "annotations" / split, "ADE20K label split")
-        images = sorted(image_dir.glob("*.jpg"))
-        if not images:
-            raise DatasetError(f"{image_dir}: no *.jpg images")
-        return self._pair_by_stem(images, label_dir, lambda p: p.stem + ".png")
+        return (require_dir(base / "images" / split, "ADE20K image split"),
+                require_dir(base / "annotations" / split, "ADE20K label split"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,15 +317,10 @@ class LIPDataset(SegmentationFolder):
         lut[255] = IGNORE_INDEX
         return lut
 
-    def _list_split(self, split: str) -> list[Sample]:
-        image_dir = require_dir(self.root / "TrainVal_images" / f"{split}_images", "LIP image split")
-        label_dir = require_dir(
-            self.root / "TrainVal_parsing_annotations" / f"{split}_segmentations", "LIP label split"
-        )
-        images = sorted(image_dir.glob("*.jpg"))
-        if not images:
-            raise DatasetError(f"{image_dir}: no *.jpg images")
-        return self._pair_by_stem(images, label_dir, lambda p: p.stem + ".png")
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
+        return (require_dir(self.root / "TrainVal_images" / f"{split}_images", "LIP image split"),
+                require_dir(self.root / "TrainVal_parsing_annotations" / f"{split}_segmentations",
+                            "LIP label split"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +340,7 @@ class PascalContextDataset(SegmentationFolder):
     """
 
     name = "PASCAL-Context"
+    num_classes = 60
 
     def __init__(
         self,
@@ -362,11 +364,14 @@ class PascalContextDataset(SegmentationFolder):
             lut[1:60] = np.arange(59)
         return lut
 
-    def _list_split(self, split: str) -> list[Sample]:
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
         base = require_dir(self.root / "VOCdevkit" / "VOC2010", "PASCAL-Context VOC2010")
-        image_dir = require_dir(base / "JPEGImages", "PASCAL-Context image")
-        label_dir = require_dir(base / "SegmentationClassContext", "PASCAL-Context label")
-        listing = base / "ImageSets" / "SegmentationContext" / f"{split}.txt"
+        return (require_dir(base / "JPEGImages", "PASCAL-Context image"),
+                require_dir(base / "SegmentationClassContext", "PASCAL-Context label"))
+
+    def _list_images(self, split: str, image_dir: Path) -> list[Path]:
+        """The images named by ``ImageSets/SegmentationContext/{split}.txt``, in its order."""
+        listing = image_dir.parent / "ImageSets" / "SegmentationContext" / f"{split}.txt"
         if not listing.is_file():
             raise FileNotFoundError(f"PASCAL-Context split list not found: {listing}")
         ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
@@ -378,7 +383,7 @@ class PascalContextDataset(SegmentationFolder):
             if not image.is_file():
                 raise DatasetError(f"{listing} lists {image_id!r} but {image} does not exist")
             images.append(image)
-        return self._pair_by_stem(images, label_dir, lambda p: p.stem + ".png")
+        return images
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,10 +426,6 @@ class COCOStuffDataset(SegmentationFolder):
     def _build_lut(self) -> np.ndarray:
         return cocostuff_lut()
 
-    def _list_split(self, split: str) -> list[Sample]:
-        image_dir = require_dir(self.root / "images" / split, "COCO-Stuff image split")
-        label_dir = require_dir(self.root / "annotations" / split, "COCO-Stuff label split")
-        images = sorted(image_dir.glob("*.jpg"))
-        if not images:
-            raise DatasetError(f"{image_dir}: no *.jpg images")
-        return self._pair_by_stem(images, label_dir, lambda p: p.stem + ".png")
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
+        return (require_dir(self.root / "images" / split, "COCO-Stuff image split"),
+                require_dir(self.root / "annotations" / split, "COCO-Stuff label split"))

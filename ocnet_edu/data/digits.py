@@ -28,19 +28,20 @@ from __future__ import annotations
 
 import colorsys
 import importlib.util
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ocnet_edu.data._common import GeneratedScenes
+from ocnet_edu.data._common import GeneratedScenes, Transform
+
+if TYPE_CHECKING:
+    from ocnet_edu.config import Config
 
 __all__ = ["DigitScenes", "NUM_DIGIT_CLASSES", "digit_split_indices", "load_digit_images"]
-
-Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 NUM_DIGIT_CLASSES = 11
 """Background (0) and the ten digits (1..10 for the digits 0..9)."""
@@ -112,6 +113,37 @@ def digit_split_indices(split: str) -> np.ndarray:
     return np.sort(chosen)
 
 
+def _check_arguments(split: str, length: int, size: tuple[int, int], digit_scale: int,
+                     digits_per_scene: tuple[int, int], noise: float, num_classes: int) -> None:
+    """Raise ``ValueError`` for the bad arguments listed under :class:`DigitScenes`."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+    if int(length) < 1:
+        raise ValueError(f"length must be at least 1, got {length}")
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (height, width) with positive sides, got {size}")
+    if isinstance(digit_scale, bool) or int(digit_scale) != digit_scale or digit_scale < 1:
+        raise ValueError(f"digit_scale must be a positive integer, got {digit_scale}")
+    low, high = (int(v) for v in digits_per_scene)
+    if not 1 <= low <= high <= MAX_CARDS:
+        raise ValueError(f"digits_per_scene must be (low, high) with 1 <= low <= high <= {MAX_CARDS}, "
+                         f"got {digits_per_scene}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    if num_classes != NUM_DIGIT_CLASSES:
+        raise ValueError(f"digit scenes have {NUM_DIGIT_CLASSES} classes (background + 10 digits), "
+                         f"got num_classes={num_classes}")
+    side = DIGIT_SIDE * int(digit_scale)
+    h, w = int(size[0]), int(size[1])
+    cells = (h // side) * (w // side)
+    if cells < high:
+        raise ValueError(
+            f"a {h}x{w} canvas holds at most {cells} non-overlapping digits of {side}x{side} pixels "
+            f"(digit_scale={digit_scale}), fewer than the {high} asked for; use a larger size, a smaller "
+            f"digit_scale or fewer digits_per_scene"
+        )
+
+
 class DigitScenes(GeneratedScenes):
     """Scenes of a few coloured cards with a handwritten digit each; every card pixel carries its
     digit's class.
@@ -139,7 +171,7 @@ class DigitScenes(GeneratedScenes):
             small to hold ``digits_per_scene[1]`` digits side by side.
     """
 
-    ignore_index: int = 255
+    num_classes = NUM_DIGIT_CLASSES
 
     def __init__(
         self,
@@ -153,42 +185,16 @@ class DigitScenes(GeneratedScenes):
         noise: float = 12.0,
         num_classes: int = NUM_DIGIT_CLASSES,
     ) -> None:
-        if split not in _SPLITS:
-            raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
-        if int(length) < 1:
-            raise ValueError(f"length must be at least 1, got {length}")
-        if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"size must be (height, width) with positive sides, got {size}")
-        if isinstance(digit_scale, bool) or int(digit_scale) != digit_scale or digit_scale < 1:
-            raise ValueError(f"digit_scale must be a positive integer, got {digit_scale}")
-        low, high = (int(v) for v in digits_per_scene)
-        if not 1 <= low <= high <= MAX_CARDS:
-            raise ValueError(f"digits_per_scene must be (low, high) with 1 <= low <= high <= {MAX_CARDS}, "
-                             f"got {digits_per_scene}")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
-        if num_classes != NUM_DIGIT_CLASSES:
-            raise ValueError(f"digit scenes have {NUM_DIGIT_CLASSES} classes (background + 10 digits), "
-                             f"got num_classes={num_classes}")
-        side = DIGIT_SIDE * int(digit_scale)
-        h, w = int(size[0]), int(size[1])
-        cells = (h // side) * (w // side)
-        if cells < high:
-            raise ValueError(
-                f"a {h}x{w} canvas holds at most {cells} non-overlapping digits of {side}x{side} pixels "
-                f"(digit_scale={digit_scale}), fewer than the {high} asked for; use a larger size, a smaller "
-                f"digit_scale or fewer digits_per_scene"
-            )
+        _check_arguments(split, length, size, digit_scale, digits_per_scene, noise, num_classes)
         self.split = split
         self.length = int(length)
-        self.size = (h, w)
+        self.size = (int(size[0]), int(size[1]))
         self.seed = seed
         self.transform = transform
-        self.digits_per_scene = (low, high)
+        self.digits_per_scene = (int(digits_per_scene[0]), int(digits_per_scene[1]))
         self.digit_scale = int(digit_scale)
-        self.digit_side = side
+        self.digit_side = DIGIT_SIDE * self.digit_scale
         self.noise = float(noise)
-        self.num_classes = NUM_DIGIT_CLASSES
         self.epoch = 0
         images, targets = load_digit_images()
         self.digit_indices = digit_split_indices(split)
@@ -197,6 +203,14 @@ class DigitScenes(GeneratedScenes):
         self.glyphs = F.interpolate(scans, scale_factor=self.digit_scale, mode="bilinear",
                                     align_corners=False)[:, 0].clamp(0.0, 1.0).numpy()
         self.digits = targets[self.digit_indices]
+
+    @classmethod
+    def from_config(cls, cfg: "Config", split: str, transform: Transform | None) -> "DigitScenes":
+        """``data.synthetic_length`` scenes of ``data.synthetic_size`` pixels for ``split``
+        (``"train"`` or ``"val"``), cards of ``data.digit_scale``; checks ``model.num_classes``."""
+        data = cfg.data
+        return cls(split=split, length=data.synthetic_length, size=data.synthetic_size, seed=cfg.runtime.seed,
+                   transform=transform, digit_scale=data.digit_scale, num_classes=cfg.model.num_classes)
 
     def _positions(self, rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
         """Top-left corners of ``count`` non-overlapping ``side × side`` boxes on the canvas.
@@ -210,6 +224,7 @@ class DigitScenes(GeneratedScenes):
         placed: list[tuple[int, int]] = []
 
         def free(top: int, left: int) -> bool:
+            """Whether a box at ``(top, left)`` overlaps none of the boxes placed so far."""
             return all(abs(top - t) >= side or abs(left - l) >= side for t, l in placed)
 
         for _ in range(count):

@@ -8,14 +8,14 @@ the task in minutes on a CPU. Sample ``i`` depends only on ``(seed, i)`` (and it
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from ocnet_edu.data._common import GeneratedScenes
+from ocnet_edu.data._common import GeneratedScenes, Transform
 
-Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+if TYPE_CHECKING:
+    from ocnet_edu.config import Config
 
 _PALETTE_STREAM = 2**32 - 1  # an index no sample uses: the stream the class colours come from
 
@@ -39,8 +39,6 @@ class SyntheticShapes(GeneratedScenes):
         image ``float32`` ``[3, H, W]`` in ``0..255`` and label ``int64`` ``[H, W]`` in
         ``[0, num_classes)`` (before ``transform``).
     """
-
-    ignore_index: int = 255
 
     def __init__(
         self,
@@ -69,6 +67,19 @@ class SyntheticShapes(GeneratedScenes):
         palette_rng = np.random.default_rng([seed, _PALETTE_STREAM])
         # [num_classes, 3] colours, kept away from 0 and 255 so that noise rarely clips
         self.palette = palette_rng.uniform(30.0, 225.0, size=(num_classes, 3))
+
+    @classmethod
+    def from_config(cls, cfg: "Config", split: str, transform: Transform | None) -> "SyntheticShapes":
+        """Split ``"train"``: ``data.synthetic_length`` scenes from scene 0; ``"val"``: a quarter as
+        many (at least one), the scenes right after the training ones, with the same seed (hence
+        the same class colours). ``model.num_classes`` classes, ``data.synthetic_size`` images."""
+        if split not in ("train", "val"):
+            raise ValueError(f"the synthetic dataset has the splits 'train' and 'val', got {split!r}")
+        length = cfg.data.synthetic_length
+        validation = split == "val"
+        return cls(length=max(1, length // 4) if validation else length, size=cfg.data.synthetic_size,
+                   num_classes=cfg.model.num_classes, seed=cfg.runtime.seed, transform=transform,
+                   first_index=length if validation else 0)
 
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` as numpy arrays: image ``float32`` ``[H, W, 3]``, label ``int64`` ``[H, W]``."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ocnet_edu.data._common import IGNORE_INDEX
+from ocnet_edu.data.constants import IGNORE_INDEX
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -46,6 +46,7 @@ class Compose:
         self.transforms = list(transforms)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+        """Each transform in turn, on ``image [3, H, W]`` and ``label [H, W]``, with ``generator``."""
         for t in self.transforms:
             image, label = t(image, label, generator)
         return image, label
@@ -89,6 +90,7 @@ class RandomHorizontalFlip:
         self.pairs = check_flip_pairs(pairs)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+        """The pair mirrored (pairs swapped) with probability ``p``, else unchanged."""
         if float(torch.rand((), generator=generator)) < self.p:
             return image.flip(-1), swap_pairs(label.flip(-1), self.pairs)
         return image, label
@@ -124,6 +126,7 @@ class RandomScale:
         self.image_mode = image_mode
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+        """The pair resized by one random factor: ``[3, H', W']`` and ``[H', W']``."""
         s = _uniform(generator, *self.scale_range)
         h, w = label.shape
         if self.base_size is not None:
@@ -150,6 +153,7 @@ class RandomBrightness:
         self.delta = float(delta)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+        """The image shifted by one random offset and clamped to ``0..255``; the label unchanged."""
         shift = _uniform(generator, -self.delta, self.delta)
         return (image + shift).clamp_(0.0, 255.0), label
 
@@ -181,6 +185,7 @@ class RandomCrop:
         self.label_fill = label_fill
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator) -> Pair:
+        """A random ``crop_size`` window of the (padded) pair: ``[3, h, w]`` and ``[h, w]``."""
         ch, cw = self.crop_size
         h, w = label.shape
         pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
@@ -209,6 +214,7 @@ class Normalize:
         self.std = rearrange(torch.tensor([float(v) for v in std]), "c -> c 1 1")
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
+        """The normalised image; the label unchanged."""
         return (image - self.mean) / self.std, label
 
     def __repr__(self) -> str:

@@ -11,13 +11,16 @@ scores its share of the images and the confusion matrices are summed across proc
   flipped prediction, and averages the softmax-free logits resized back to the input size.
 * :func:`evaluate_model` accumulates :class:`~ocnet_edu.metrics.ConfusionMatrix` (mIoU, pixel
   accuracy) and :class:`~ocnet_edu.metrics.BoundaryFScore` (Table 6) over a dataset.
+* :func:`checkpoint_session` is the set-up that :func:`evaluate` and
+  :func:`ocnet_edu.engine.predict.predict` share: processes, the trained model, the split.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ocnet_edu.config import Config
+from ocnet_edu.data.transforms import check_flip_pairs
 from ocnet_edu.engine import checkpoint as ckpt
 from ocnet_edu.engine import distributed
-from ocnet_edu.data.transforms import check_flip_pairs
-from ocnet_edu.metrics import BoundaryFScore, ConfusionMatrix
+from ocnet_edu.engine.builders import build_eval_dataset, build_model
+from ocnet_edu.metrics import BoundaryFScore, BoundaryScores, ConfusionMatrix, SegmentationScores
 
-__all__ = ["sliding_window_logits", "multi_scale_logits", "evaluate_model", "evaluate"]
+__all__ = ["checkpoint_session", "dataset_flip_pairs", "evaluate", "evaluate_model", "load_model",
+           "multi_scale_logits", "shard_with_progress", "sliding_window_logits"]
 
 
 def _forward(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The logits of ``model`` (the eval-mode tensor, or the ``logits`` of a training output)."""
     out = model(image)
     return out.logits if hasattr(out, "logits") else out
 
@@ -100,6 +107,7 @@ def multi_scale_logits(
     total = image.new_zeros(image.shape[0], num_classes, height, width)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, K, h, w]`` of one scaled image (sliding windows if ``crop_size``)."""
         if crop_size is not None:
             return sliding_window_logits(model, x, num_classes, crop_size)
         return _forward(model, x)
@@ -112,6 +120,15 @@ def multi_scale_logits(
             logits = logits + predict(scaled.flip(-1)).flip(-1)[:, channel_order.to(logits.device)]
         total += F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
     return total / (len(scales) * (2 if flip else 1))
+
+
+def shard_with_progress(length: int, progress: bool, desc: str) -> Iterator[int]:
+    """This process's indices of a dataset of ``length`` items (:func:`distributed.shard`), with a
+    progress bar on rank 0 if ``progress``."""
+    from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
+
+    return iter(tqdm(distributed.shard(length), disable=not (progress and distributed.is_main()), desc=desc,
+                     unit="img"))
 
 
 @torch.inference_mode()
@@ -138,27 +155,24 @@ def evaluate_model(
     Under ``torch.distributed`` each rank takes every ``world_size``-th image and the
     accumulators are summed across ranks before scoring.
     """
-    from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
-
     device = torch.device(device)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if flip_pairs is None:
         flip_pairs = dataset_flip_pairs(dataset)
     model.eval()
     confusion = ConfusionMatrix(num_classes, device=device)
     boundary = BoundaryFScore(num_classes, tolerances=boundary_tolerances, device=device)
-    indices = range(rank, len(dataset), world)
-    for index in tqdm(indices, disable=not (progress and rank == 0), desc="evaluate", unit="img"):
+    for index in shard_with_progress(len(dataset), progress, "evaluate"):
         image, label = dataset[index]
         image, label = image[None].to(device), label[None].to(device)
         pred = multi_scale_logits(model, image, num_classes, scales, flip, crop_size, flip_pairs).argmax(1)
         confusion.update(pred, label)
         boundary.update(pred, label)
-    confusion.reduce_()
-    boundary.reduce_()
-    scores = confusion.compute()
-    bf = boundary.compute()
+    result = _as_dict(confusion.reduce_().compute(), boundary.reduce_().compute())
+    return {**result, "images": len(dataset), "scales": list(scales), "flip": flip}
+
+
+def _as_dict(scores: SegmentationScores, bf: BoundaryScores) -> dict[str, Any]:
+    """The scores as JSON-ready builtins (NaN, a class never seen, becomes ``None``)."""
     return {
         "miou": scores.miou,
         "pixel_acc": scores.pixel_acc,
@@ -167,25 +181,35 @@ def evaluate_model(
         "boundary_f": {str(k): v for k, v in bf.mean.items()},
         "boundary_f_per_class": {str(k): [None if math.isnan(v) else v for v in values.tolist()]
                                  for k, values in bf.per_class.items()},
-        "images": len(dataset),
-        "scales": list(scales),
-        "flip": flip,
     }
 
 
-def load_model(cfg, checkpoint: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+def load_model(cfg: Config, checkpoint: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """The model of ``cfg`` with the weights of ``checkpoint`` (a training checkpoint or a bare
     state dict), on ``device``, in eval mode."""
-    from ocnet_edu.engine.train import build_model
-
     model = build_model(cfg)
     state = ckpt.load(checkpoint, map_location="cpu")
     model.load_state_dict(state["model"] if "model" in state else state)
     return model.to(device).eval()
 
 
+@contextmanager
+def checkpoint_session(cfg: Config, checkpoint: str | Path, split: str | None = None) -> Iterator[tuple]:
+    """The set-up of scoring or predicting a trained model: yields ``(ctx, model, dataset)``.
+
+    Starts the process group if launched by torchrun (:func:`distributed.setup`), loads
+    ``checkpoint`` into the model of ``cfg`` on this process's device (:func:`load_model`) and
+    builds the evaluation split ``split`` (default ``data.val_split``); tears the group down on exit.
+    """
+    ctx = distributed.setup(cfg.runtime.device)
+    try:
+        yield ctx, load_model(cfg, checkpoint, ctx.device), build_eval_dataset(cfg, split)
+    finally:
+        distributed.cleanup()
+
+
 def evaluate(
-    cfg,
+    cfg: Config,
     checkpoint: str | Path,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
@@ -194,19 +218,13 @@ def evaluate(
     out: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Load ``checkpoint`` into the model of ``cfg`` and score it on the validation split."""
-    from ocnet_edu.engine.train import build_train_dataset
-
-    ctx = distributed.setup(cfg.runtime.device)
-    try:
-        model = load_model(cfg, checkpoint, ctx.device)
-        dataset = build_train_dataset(cfg, split=split, train=False)
+    """Load ``checkpoint`` into the model of ``cfg`` and score it on ``split`` (default: the
+    validation split); write the scores as JSON to ``out`` (on rank 0) if given."""
+    with checkpoint_session(cfg, checkpoint, split) as (ctx, model, dataset):
         result = evaluate_model(model, dataset, cfg.model.num_classes, ctx.device, scales, flip,
                                 cfg.data.crop_size if sliding else None, progress=progress)
-        result["checkpoint"] = str(checkpoint)
-        if ctx.is_main and out is not None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(json.dumps(result, indent=2))
-        return result
-    finally:
-        distributed.cleanup()
+    result["checkpoint"] = str(checkpoint)
+    if ctx.is_main and out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2))
+    return result

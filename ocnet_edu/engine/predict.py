@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ocnet_edu.engine import distributed
-from ocnet_edu.engine.evaluate import dataset_flip_pairs, load_model, multi_scale_logits
+from ocnet_edu.config import Config
+from ocnet_edu.engine.evaluate import checkpoint_session, dataset_flip_pairs, multi_scale_logits, shard_with_progress
 
 __all__ = ["output_names", "predict", "predict_to_folder", "train_to_raw_ids"]
 
@@ -95,11 +95,7 @@ def predict_to_folder(
         train_ids: write train ids ``0..K-1`` instead of the dataset's raw label ids.
         progress: a progress bar on rank 0.
     """
-    from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
-
     device = torch.device(device)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = output_names(dataset)
@@ -107,8 +103,7 @@ def predict_to_folder(
     flip_pairs = dataset_flip_pairs(dataset)
     model.eval()
     written = []
-    for index in tqdm(range(rank, len(dataset), world), disable=not (progress and rank == 0), desc="predict",
-                      unit="img"):
+    for index in shard_with_progress(len(dataset), progress, "predict"):
         image, _ = dataset[index]
         logits = multi_scale_logits(model, image[None].to(device), num_classes, scales, flip, crop_size, flip_pairs)
         prediction = logits.argmax(1)[0].cpu().numpy()
@@ -119,7 +114,7 @@ def predict_to_folder(
 
 
 def predict(
-    cfg,
+    cfg: Config,
     checkpoint: str | Path,
     out_dir: str | Path,
     split: str | None = None,
@@ -131,13 +126,6 @@ def predict(
 ) -> list[Path]:
     """Load ``checkpoint`` into the model of ``cfg`` and write its predictions for ``split``
     (default ``data.val_split``) to ``out_dir``; see :func:`predict_to_folder`."""
-    from ocnet_edu.engine.train import build_train_dataset
-
-    ctx = distributed.setup(cfg.runtime.device)
-    try:
-        model = load_model(cfg, checkpoint, ctx.device)
-        dataset = build_train_dataset(cfg, split=split, train=False)
+    with checkpoint_session(cfg, checkpoint, split) as (ctx, model, dataset):
         return predict_to_folder(model, dataset, out_dir, cfg.model.num_classes, ctx.device, scales, flip,
                                  cfg.data.crop_size if sliding else None, train_ids, progress)
-    finally:
-        distributed.cleanup()
