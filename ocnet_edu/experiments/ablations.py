@@ -357,6 +357,7 @@ def sweep(tables: Sequence[str], seeds: Sequence[int], iters: int, dry_run: bool
     bar = tqdm(total=len(to_train), desc="ablations", unit="run", dynamic_ncols=True)
 
     def write(key: RowKey, result: dict[str, Any]) -> None:
+        """Append the rows of the training run ``key`` (one per table that has it) and print them."""
         for run in plan.waiting[key]:
             row = {**result, "table": run.table, "method": run.method, "options": run.options_json()}
             append_row(csv_path, row)
