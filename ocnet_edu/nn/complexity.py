@@ -76,22 +76,28 @@ def _group_sizes(h: int, w: int, groups: int | Sequence[int]) -> tuple[int, int]
     return p, h * w // p
 
 
+def _isa_stage_flops(stage: str, h: int, w: int, channels: int, groups: int | Sequence[int],
+                     key_channels: int | None, value_channels: int | None, out_channels: int | None) -> int:
+    """One ISA stage: its transforms, then ``P`` attentions over ``Q`` pixels (global) or ``Q``
+    over ``P`` (local)."""
+    d, e, c_out = _widths(channels, key_channels, value_channels, out_channels)
+    p, q = _group_sizes(h, w, groups)
+    n_groups, group_size = (p, q) if stage == "global" else (q, p)
+    return transform_flops(h * w, channels, d, e, c_out) + attention_flops(n_groups, group_size, d, e)
+
+
 def isa_global_flops(h: int, w: int, channels: int, groups: int | Sequence[int], key_channels: int | None = None,
                      value_channels: int | None = None, out_channels: int | None = None) -> int:
     """Eq. 24: the global stage of ISA on ``[1, C, H, W]``, ``P_h·P_w`` attentions over ``Q_h·Q_w``
     pixels: ``5NC² + 2N²C / (P_h P_w)`` with the default widths."""
-    d, e, c_out = _widths(channels, key_channels, value_channels, out_channels)
-    p, q = _group_sizes(h, w, groups)
-    return transform_flops(h * w, channels, d, e, c_out) + attention_flops(p, q, d, e)
+    return _isa_stage_flops("global", h, w, channels, groups, key_channels, value_channels, out_channels)
 
 
 def isa_local_flops(h: int, w: int, channels: int, groups: int | Sequence[int], key_channels: int | None = None,
                     value_channels: int | None = None, out_channels: int | None = None) -> int:
     """Eq. 25: the local stage of ISA on ``[1, C, H, W]``, ``Q_h·Q_w`` attentions over ``P_h·P_w``
     pixels: ``5NC² + 2N²C / (Q_h Q_w)`` with the default widths."""
-    d, e, c_out = _widths(channels, key_channels, value_channels, out_channels)
-    p, q = _group_sizes(h, w, groups)
-    return transform_flops(h * w, channels, d, e, c_out) + attention_flops(q, p, d, e)
+    return _isa_stage_flops("local", h, w, channels, groups, key_channels, value_channels, out_channels)
 
 
 def isa_flops(h: int, w: int, channels: int, groups: int | Sequence[int], key_channels: int | None = None,
