@@ -1,8 +1,9 @@
 """The paper's result tables (Tables 1–12 of Sec. 4) as tidy pandas DataFrames.
 
-The numbers live in ``data/paper/`` of the repository, one CSV per table (``table01.csv`` …
+The numbers are package data, ``ocnet_edu/paper_tables/``, one CSV per table (``table01.csv`` …
 ``table12.csv``, Table 4 as ``table4.csv``), one row per method × setting; see
-``data/paper/README.md`` for the columns of each table and the transcription notes.
+``ocnet_edu/paper_tables/README.md`` for the columns of each table and the transcription notes.
+They are read with :mod:`importlib.resources`, so an installed wheel has them too.
 
 pandas is imported only when a table is loaded (it is not a core dependency: install the
 ``book`` or ``test`` extra).
@@ -17,23 +18,26 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from importlib.resources.abc import Traversable
+
     import pandas
 
 __all__ = ["PAPER_DATA_DIR", "TABLE_NUMBERS", "load_table", "table_path"]
 
-#: ``data/paper/`` of the repository (the package is used from a source checkout).
-PAPER_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "paper"
+#: ``ocnet_edu/paper_tables/``, the package data that holds the CSV files.
+PAPER_DATA_DIR: Traversable = files("ocnet_edu") / "paper_tables"
 
 #: The paper's numbered tables.
 TABLE_NUMBERS = tuple(range(1, 13))
 
 
-def table_path(number: int) -> Path:
-    """Where Table ``number`` is stored (``table{NN}.csv``; Table 4 is ``table4.csv``).
+def table_path(number: int) -> Traversable:
+    """Where Table ``number`` is stored (``table{NN}.csv``; Table 4 is ``table4.csv``): a
+    :class:`pathlib.Path` when the package is installed as files (a checkout or a wheel).
 
     Raises:
         ValueError: ``number`` is not an integer in 1–12.
@@ -67,4 +71,5 @@ def load_table(number: int) -> "pandas.DataFrame":
     import pandas as pd
 
     # Only an empty cell is missing: keep strings such as "none" or "NA" as they are.
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    with path.open("rb") as handle:
+        return pd.read_csv(handle, keep_default_na=False, na_values=[""])

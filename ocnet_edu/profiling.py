@@ -1,11 +1,15 @@
 """Counting what a forward pass costs without running it: FLOPs and peak tensor memory.
 
-Both work on ``meta`` tensors (shapes only, nothing computed), so they can be taken at the
-paper's full sizes on any machine.
+The library's one FLOP counter. Both measures work on ``meta`` tensors (shapes only, nothing
+computed), so they can be taken at the paper's full sizes on any machine.
 
 * :func:`count_flops` uses :class:`torch.utils.flop_counter.FlopCounterMode`: 2 FLOPs per
-  multiply-add of convolutions and matrix products; element-wise work, softmax and
-  normalisation are not counted.
+  multiply-add of convolutions and matrix products (``conv``, ``mm``, ``bmm``, ``addmm``,
+  ``baddbmm``, fused attention; ``einsum`` lowers to ``bmm``); element-wise work, softmax,
+  normalisation and pooling are not counted. :func:`count_gflops` is the same count for a
+  module and an input shape, in GFLOPs (how Table 4 reports it). BN in eval mode, einops
+  rearrangements, ``F.interpolate``, ``adaptive_avg_pool2d`` and masking all run on ``meta``
+  tensors, so a 2048-channel, 128×128 input costs no time or memory.
 * :func:`peak_tensor_bytes` follows every tensor an operation creates and frees, and reports the
   largest total alive at once — the peak *extra* memory of the pass (parameters and inputs
   excluded). It counts storage bytes, not what a GPU caching allocator reports (no alignment,
@@ -16,8 +20,9 @@ paper's full sizes on any machine.
 
 from __future__ import annotations
 
+import copy
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["count_flops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory"]
+__all__ = ["count_flops", "count_gflops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory"]
 
 
 def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -47,6 +52,25 @@ def count_flops(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
     with torch.no_grad(), flop_counter() as counter:
         fn(*inputs)
     return counter.get_total_flops()
+
+
+def count_gflops(module: torch.nn.Module, input_shape: Sequence[int], device: str | torch.device = "meta") -> float:
+    """GFLOPs (2 per multiply–add) of one inference forward pass of ``module`` on ``input_shape``.
+
+    The module is deep-copied, moved to ``device`` and put in eval mode, so the caller's module
+    is left untouched; the input is zeros of ``input_shape``. On ``"meta"`` nothing is computed.
+
+    Args:
+        module: any module taking one tensor ``[B, C, H, W]``.
+        input_shape: e.g. ``(1, 2048, 128, 128)`` (Table 4's input).
+        device: ``"meta"`` (default) or a real device (then the forward pass really runs).
+
+    Returns:
+        :func:`count_flops` / 1e9.
+    """
+    device = torch.device(device)
+    module = copy.deepcopy(module).to(device).eval()
+    return count_flops(module, torch.zeros(tuple(input_shape), device=device)) / 1e9
 
 
 class PeakTensorMemory(TorchDispatchMode):

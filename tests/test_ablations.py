@@ -1,9 +1,9 @@
-"""scripts/ablations.py: the dry run writes one row per run with the documented columns, and resumes."""
+"""ocnet_edu.experiments.ablations (scripts/ablations.py): the dry run writes one row per run with the
+documented columns, and resumes."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,14 +16,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablations.py"
 
 
 def load_script():
-    """Import scripts/ablations.py by path (registered in ``sys.modules``, as dataclasses need)."""
-    if "ablations" in sys.modules:
-        return sys.modules["ablations"]
-    spec = importlib.util.spec_from_file_location("ablations", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablations"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The sweep's module (``scripts/ablations.py`` is its command line)."""
+    from ocnet_edu.experiments import ablations
+
+    return ablations
 
 
 def test_scaled_dilations_and_table_contents():
@@ -43,7 +39,7 @@ def test_scaled_dilations_and_table_contents():
 
 def test_every_run_builds():
     """Each run's options are accepted by its module (a typo would fail only after a long sweep)."""
-    from ocnet_edu.engine.train import build_model
+    from ocnet_edu.engine.builders import build_model
 
     ablations = load_script()
     for table in ablations.TABLES:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from einops import rearrange
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.heads import (
     CONTEXT_MODULE_NAMES,
-    TABLE4_INPUT,
     CGNLBlock,
     ChannelAttention,
     CrissCrossAttention,
@@ -20,19 +18,20 @@ from ocnet_edu.heads import (
     PyramidOC,
     build_context_module,
     context_module_options,
-    count_gflops,
     map_regions,
     region_index_map,
     region_sizes,
 )
-from ocnet_edu.heads.flops import TABLE4_NOTES
+from ocnet_edu.experiments.efficiency import TABLE4_INPUT, TABLE4_NOTES
+from ocnet_edu.paper import table_path
+from ocnet_edu.profiling import count_gflops
 
 DEVICE = torch.device("cpu")
 IN_CHANNELS = 64
 CHANNELS = 16
 # 13 and 11 are divisible by none of 2, 3, 6 (Pyramid-OC) nor 8 (ISA groups)
 HEIGHT, WIDTH = 13, 11
-TABLE4_CSV = Path(__file__).resolve().parents[1] / "data" / "paper" / "table4.csv"
+TABLE4_CSV = table_path(4)
 
 #: default output channels at the paper's settings
 PAPER_OUT_CHANNELS = {name: 512 for name in CONTEXT_MODULE_NAMES} | {"asp_oc_sa": 256, "asp_oc_isa": 256, "aspp": 256}

@@ -1,4 +1,4 @@
-"""The paper's Tables 1–12 as CSV (data/paper/): row counts, keys, dtypes and cells read off the paper."""
+"""The paper's Tables 1–12 as CSV (ocnet_edu/paper_tables/, package data): row counts, keys, dtypes and cells read off the paper."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from .cgnl import CGNLBlock, CGNLHead
 from .danet import ChannelAttention, DANetHead, PositionAttention
 from .efficient_attention import EfficientAttention, EfficientAttentionHead
 from .factory import CONTEXT_MODULE_NAMES, CONTEXT_MODULES, build_context_module, context_module_options
-from .flops import TABLE4_INPUT, count_gflops
 from .ocp import OCP_KINDS, build_ocp, run_ocp
 from .ppm import PPM
 from .pyramid_oc import PyramidOC, map_regions, region_index_map, region_sizes
@@ -40,11 +39,9 @@ __all__ = [
     "PositionAttention",
     "PyramidOC",
     "RCCAHead",
-    "TABLE4_INPUT",
     "build_context_module",
     "build_ocp",
     "context_module_options",
-    "count_gflops",
     "map_regions",
     "region_index_map",
     "region_sizes",

@@ -10,6 +10,7 @@ module             what
 ``relation``       the permutation P, block-diagonal Wᵍ/Wˡ and the dense W of Eq. 9, Algorithm 2
 ``context_sets``   the context sets of PPM, ASPP and object context (Eq. 1–3, Eq. 22)
 ``residual``       ISA as a residual block for any backbone (Sec. 5)
+``complexity``     the FLOPs of SA and ISA: Eq. 24–26 (App. F) and the best grouping
 =================  =====================================================================
 """
 
