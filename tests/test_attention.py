@@ -18,7 +18,7 @@ def module():
 
 def test_relation_is_softmax_of_scaled_products(module):
     x = torch.randn(2, 12, 5, 7, dtype=torch.float64)
-    y, relation = module(x, return_relation=True)
+    y, relation = module(x, return_relations=True)
     theta = rearrange(module.theta(x), "b c h w -> b (h w) c")
     phi = rearrange(module.phi(x), "b c h w -> b (h w) c")
     expected = torch.softmax(theta @ phi.transpose(1, 2) / math.sqrt(4), dim=-1)
@@ -56,13 +56,13 @@ def test_fused_equals_explicit(module, train):
 def test_masked_keys_get_zero_weight():
     q, k, v = torch.randn(3, 5, 4), torch.randn(3, 5, 4), torch.randn(3, 5, 2)
     mask = torch.tensor([True, True, False, True, False]).expand(3, 5)
-    out, weights = attend(q, k, v, key_mask=mask, return_weights=True)
+    out, weights = attend(q, k, v, key_mask=mask, return_relations=True)
     assert torch.all(weights[..., ~mask[0]] == 0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 5))
     fused, _ = attend(q, k, v, key_mask=mask, fused=True)
     torch.testing.assert_close(out, fused)
     # dropping the masked keys altogether gives the same result
-    dropped, _ = attend(q, k[:, mask[0]], v[:, mask[0]], return_weights=True)
+    dropped, _ = attend(q, k[:, mask[0]], v[:, mask[0]], return_relations=True)
     torch.testing.assert_close(out, dropped)
 
 

@@ -43,7 +43,7 @@ def small_options(name: str) -> dict:
     Pyramid-OC region still has global groups of more than one pixel."""
     options: dict = {"channels": CHANNELS}
     if name == "cgnl":
-        options["groups"] = 4
+        options["channel_groups"] = 4
     if name == "pyramid_oc_isa":
         options["groups"] = (2, 2)
     return options
@@ -136,7 +136,7 @@ def test_base_oc_relations_equal_standalone_ocp(kind):
     else:
         standalone = SelfAttention(CHANNELS, CHANNELS // 2, CHANNELS // 2, CHANNELS)
         standalone.load_state_dict(head.ocp.state_dict())
-        context, relation = standalone.eval()(reduced, return_relation=True)
+        context, relation = standalone.eval()(reduced, return_relations=True)
         assert len(relations) == 1
         torch.testing.assert_close(relations[0], relation)
     torch.testing.assert_close(y, head.fuse(torch.cat([context, reduced], dim=1)))
@@ -228,7 +228,7 @@ def test_criss_cross_attention_equals_masked_dense_attention():
     with torch.no_grad():
         block.gamma.fill_(1.0)
     x = torch.randn(2, 8, 5, 4)
-    y, relation = block(x, return_relation=True)
+    y, relation = block(x, return_relations=True)
     height, width = x.shape[-2:]
     # dense reference: every pixel attends to the positions of its row and its column
     query = rearrange(block.query(x), "b c h w -> b (h w) c")
@@ -252,7 +252,7 @@ def test_channel_attention_is_softmax_of_negative_energy():
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4, 3)
     block = ChannelAttention()
-    _, relation = block(x, return_relation=True)
+    _, relation = block(x, return_relations=True)
     flat = rearrange(x, "b c h w -> b c (h w)")
     torch.testing.assert_close(relation, (-torch.einsum("bcn,bdn->bcd", flat, flat)).softmax(dim=-1))
 
@@ -275,7 +275,7 @@ def test_efficient_attention_equals_its_quadratic_form(heads):
 
 def test_cgnl_group_norm_keeps_only_the_sign_of_each_group_scalar():
     torch.manual_seed(0)
-    block = CGNLBlock(16, groups=4).double().eval()
+    block = CGNLBlock(16, channel_groups=4).double().eval()
     block.norm.eps = 0.0  # the statement is exact without GroupNorm's ε
     x = torch.randn(2, 16, 5, 4, dtype=torch.float64)
     y = block(x)
@@ -377,12 +377,12 @@ def test_gflops_match_table4(name):
 
 def test_rcca_without_recurrence_is_its_convolutions_alone():
     """``recurrence=0`` (the control of the ablation chapter) skips the attention: the output
-    equals conv_after(reduce(x)) fused with x, and does not depend on the attention's weights."""
+    equals refine(reduce(x)) fused with x, and does not depend on the attention's weights."""
     torch.manual_seed(0)
     head = build_context_module("rcca", 16, channels=8, recurrence=0).eval()
     x = torch.randn(1, 16, 6, 7)
     with torch.no_grad():
-        expected = head.bottleneck(torch.cat([x, head.conv_after(head.reduce(x))], dim=1))
+        expected = head.fuse(torch.cat([x, head.refine(head.reduce(x))], dim=1))
         assert torch.equal(head(x), expected)
         head.cca.gamma.fill_(5.0)
         assert torch.equal(head(x), expected)

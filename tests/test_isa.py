@@ -94,7 +94,7 @@ def test_one_global_group_is_self_attention(train):
     sa.load_state_dict(isa.stage("global").state_dict())
     x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
     y_isa, g, l = isa(x, return_relations=True)
-    y_sa, relation = sa(x, return_relation=True)
+    y_sa, relation = sa(x, return_relations=True)
     torch.testing.assert_close(y_isa, y_sa)
     torch.testing.assert_close(g[:, 0], relation)
     assert l is None
