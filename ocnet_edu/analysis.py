@@ -64,12 +64,12 @@ def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def relation_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The dense relation ``[B, h·w, h·w]`` of the OCP in a Base-OC head of an OCNet model.
 
+    For an ISA OCP, the two sparse relations are combined with :func:`dense_relation` (Eq. 9);
+    an SA OCP's relation is dense already.
+
     Args:
         model: an :class:`~ocnet_edu.model.OCNet` whose ``context`` has ``reduce`` and ``ocp``.
         images: ``[B, 3, H, W]``.
-
-    For an ISA OCP, the two sparse relations are combined with :func:`dense_relation` (Eq. 9);
-    an SA OCP's relation is dense already.
     """
     context = model.context
     if not hasattr(context, "ocp") or not hasattr(context, "reduce"):

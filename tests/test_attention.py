@@ -7,7 +7,7 @@ import torch
 from einops import rearrange
 
 from ocnet_edu import SelfAttention
-from ocnet_edu.nn.attention import attend
+from ocnet_edu.nn.attention import AttentionOutput, attend
 
 
 @pytest.fixture
@@ -104,3 +104,16 @@ def test_fused_module_does_not_materialise_the_relation():
     assert peak_tensor_bytes(module, x) >= 2 * relation_bytes
     module.fused = True
     assert peak_tensor_bytes(module, x) < relation_bytes / 4
+
+
+def test_relations_come_as_a_named_tuple(module):
+    """``return_relations=True`` gives ``AttentionOutput(output, relation)``; the output is the
+    plain forward's, and ``attend`` always returns the pair (relation ``None`` unless asked)."""
+    x = torch.randn(2, 12, 5, 7, dtype=torch.float64)
+    out = module(x, return_relations=True)
+    assert isinstance(out, AttentionOutput)
+    torch.testing.assert_close(out.output, module(x), rtol=0, atol=1e-12)
+    assert out.relation.shape == (2, 35, 35)
+    q = torch.randn(2, 6, 4)
+    assert attend(q, q, q).relation is None
+    assert attend(q, q, q, return_relations=True).relation.shape == (2, 6, 6)

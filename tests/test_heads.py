@@ -11,9 +11,12 @@ from einops import rearrange
 
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.heads import (
+    ASPP,
     CONTEXT_MODULE_NAMES,
     TABLE4_INPUT,
+    ASPOC,
     CGNLBlock,
+    ContextOutput,
     ChannelAttention,
     CrissCrossAttention,
     EfficientAttention,
@@ -141,6 +144,42 @@ def test_base_oc_relations_equal_standalone_ocp(kind):
         torch.testing.assert_close(relations[0], relation)
     torch.testing.assert_close(y, head.fuse(torch.cat([context, reduced], dim=1)))
     torch.testing.assert_close(y, head(x))
+
+
+def test_head_relations_come_as_a_named_tuple():
+    head = small_module("base_oc_isa").eval()
+    x = small_input()
+    out = head(x, return_relations=True)
+    assert isinstance(out, ContextOutput)
+    torch.testing.assert_close(out.output, head(x))
+    standalone = head.ocp(head.reduce(x), return_relations=True)
+    torch.testing.assert_close(out.relations, (standalone.global_relation, standalone.local_relation))
+
+
+def test_checkpoint_keys_of_base_oc_and_no_context():
+    """The committed digit models hold these state dicts: the part names must not change."""
+    for name, parts in (("base_oc_isa", {"reduce", "ocp", "fuse"}), ("base_oc_sa", {"reduce", "ocp", "fuse"}),
+                        ("none", {"reduce"})):
+        keys = small_module(name).state_dict().keys()
+        assert {key.split(".")[0] for key in keys} == parts
+    sa_keys = {key.split(".")[1] for key in small_module("base_oc_sa").state_dict() if key.startswith("ocp.")}
+    assert sa_keys == {"theta", "phi", "delta", "rho"}
+
+
+def test_asp_oc_is_aspp_with_the_ocp_branch_in_place_of_image_pooling():
+    """Same atrous branches and fusion: with ASPP's weights and ASPP's image pooling put in the
+    place of the OCP branch, ASP-OC computes ASPP's output exactly."""
+    torch.manual_seed(0)
+    aspp = ASPP(IN_CHANNELS, channels=CHANNELS, dilations=(1, 2)).eval()
+    asp = ASPOC(IN_CHANNELS, ocp="sa", channels=CHANNELS, dilations=(1, 2)).eval()
+    asp.atrous.load_state_dict(aspp.atrous.state_dict())
+    asp.fuse.load_state_dict(aspp.fuse.state_dict())
+    x = small_input()
+    with torch.no_grad():
+        before = asp(x)
+        asp.object_context = lambda ocp, reduced: aspp.image_pooling(x)
+        torch.testing.assert_close(asp(x), aspp(x), rtol=0, atol=0)
+    assert not torch.allclose(before, aspp(x))
 
 
 def test_sa_2x_runs_the_ocp_on_the_pooled_map():
@@ -338,6 +377,8 @@ def test_context_module_options_lists_constructor_arguments():
         "ocp_downsample": 1,
     }
     assert "ocp_downsample" not in context_module_options("sa_2x")
+    # CGNL's channel groups are not ISA's spatial groups (P_h, P_w): another name
+    assert context_module_options("cgnl")["channel_groups"] == 8 and "groups" not in context_module_options("cgnl")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ The paper's transforms (Sec. 3.2):
 Because δ and ρ are plain (affine) convolutions and every row of W sums to one, the whole module
 is ``Z = W X M + 1 cᵀ`` for a matrix M and vector c built from the δ/ρ weights; see
 :func:`ocnet_edu.nn.relation.affine_form`.
+
+Relations, everywhere in the package: a module (SA, ISA, the heads, the baselines' attention
+blocks) returns its output alone, and with ``return_relations=True`` a named tuple whose first
+field is the output and whose other fields are the relations (:class:`AttentionOutput` here,
+:class:`~ocnet_edu.nn.isa.ISAOutput` for ISA). The functions :func:`attend` and
+:func:`~ocnet_edu.nn.isa.grouped_attention` always return the :class:`AttentionOutput` pair, its
+relation ``None`` unless asked for.
 """
 
 from __future__ import annotations
@@ -73,6 +80,17 @@ def attention_channels(
     return key_channels, value_channels, out_channels
 
 
+def _key_bias(key_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[b, m]`` bool mask → score bias ``[b, 1, m]`` (dtype/device of ``like``): 0 for a valid key.
+
+    A large finite negative number instead of -inf: a row whose keys are all padding (a padded
+    query, later cropped away) then gets a uniform row instead of NaNs.
+    """
+    bias = torch.zeros(key_mask.shape, dtype=like.dtype, device=like.device)
+    bias = bias.masked_fill(~key_mask, torch.finfo(like.dtype).min)
+    return rearrange(bias, "b m -> b 1 m")
+
+
 def attend(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -100,13 +118,7 @@ def attend(
         return their output alone unless asked).
     """
     scale = 1.0 / math.sqrt(query.shape[-1])
-    # A large finite negative number instead of -inf: a row whose keys are all padding (a padded
-    # query, later cropped away) then gets a uniform row instead of NaNs.
-    bias = None
-    if key_mask is not None:
-        bias = torch.zeros(key_mask.shape, dtype=query.dtype, device=query.device)
-        bias = bias.masked_fill(~key_mask, torch.finfo(query.dtype).min)
-        bias = rearrange(bias, "b m -> b 1 m")
+    bias = None if key_mask is None else _key_bias(key_mask, like=query)
     if fused and not return_relations:
         # PyTorch's fused kernels (flash / memory-efficient) only take 4-D [batch, heads, n, d]
         # inputs whose last axis is contiguous; otherwise SDPA silently falls back to the math

@@ -218,6 +218,7 @@ class InterlacedSparseSelfAttention(nn.Module):
 
     @fused.setter
     def fused(self, value: bool) -> None:
+        """Set the flag of every stage."""
         for name in self.stages:
             self.stage(name).fused = value
 

@@ -56,7 +56,8 @@ ORDER_PATTERNS = {
 }
 
 
-def _check_divisible(num_positions: int, num_groups: int) -> int:
+def _check_divisible(num_positions: int, num_groups: int) -> None:
+    """Raise ``ValueError`` unless ``num_positions = P·Q`` with ``P = num_groups`` (both positive)."""
     if num_groups <= 0 or num_positions <= 0:
         raise ValueError(f"need positive sizes, got num_positions={num_positions}, num_groups={num_groups}")
     if num_positions % num_groups:
@@ -64,7 +65,6 @@ def _check_divisible(num_positions: int, num_groups: int) -> int:
             f"num_positions={num_positions} is not divisible by num_groups={num_groups}; "
             "the interlaced grouping needs N = P·Q"
         )
-    return num_positions // num_groups
 
 
 def permutation_indices(num_positions: int, num_groups: int) -> torch.Tensor:
