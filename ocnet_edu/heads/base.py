@@ -15,7 +15,8 @@ fuse        the convolution that turns a concatenation of maps into the output
 
 The baselines' own context operations are named after their papers (``cca``, ``cgnl``,
 ``attention``, ``position``/``channel``, ``image_pooling``, ``levels``); the convolution
-branches that ASPP and ASP-OC share are ``atrous``.
+branches that ASPP and ASP-OC share are ``atrous``, and Pyramid-OC's 1×1 conv of Eq. 29 is
+``expand``.
 """
 
 from __future__ import annotations
