@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 from ocnet_edu.nn.relation import dense_relation
 
 __all__ = ["same_class_mass", "labels_at", "relation_of"]
@@ -63,21 +64,24 @@ def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def relation_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The dense relation ``[B, h·w, h·w]`` of the OCP in a Base-OC head of an OCNet model.
 
-    For an ISA OCP, the two sparse relations are combined with :func:`dense_relation` (Eq. 9).
+    For an ISA OCP, the two sparse relations are combined with :func:`dense_relation` (Eq. 9);
+    an SA OCP's relation is dense already.
+
+    Args:
+        model: an :class:`~ocnet_edu.model.OCNet` whose ``context`` has ``reduce`` and ``ocp``.
+        images: ``[B, 3, H, W]``.
     """
     context = model.context
     if not hasattr(context, "ocp") or not hasattr(context, "reduce"):
         raise ValueError(f"relation_of needs a Base-OC head with an OCP, got {type(context).__name__}")
     was_training = model.training
     model.eval()
-    features = model.backbone(images).out
-    reduced = context.reduce(features)
-    size = tuple(reduced.shape[-2:])
+    reduced = context.reduce(model.backbone(images).out)
     ocp = context.ocp
-    if hasattr(ocp, "groups"):
-        _, global_relation, local_relation = ocp(reduced, return_relations=True)
-        relation = dense_relation(global_relation, local_relation, ocp.groups, size, ocp.stages)
+    out = ocp(reduced, return_relations=True)
+    if isinstance(ocp, InterlacedSparseSelfAttention):
+        relation = dense_relation(out.global_relation, out.local_relation, ocp.groups, reduced.shape[-2:], ocp.stages)
     else:
-        _, relation = ocp(reduced, return_relation=True)
+        relation = out.relation
     model.train(was_training)
     return relation

@@ -7,7 +7,7 @@ import torch
 from einops import rearrange
 
 from ocnet_edu import SelfAttention
-from ocnet_edu.nn.attention import attend
+from ocnet_edu.nn.attention import AttentionOutput, attend
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def module():
 
 def test_relation_is_softmax_of_scaled_products(module):
     x = torch.randn(2, 12, 5, 7, dtype=torch.float64)
-    y, relation = module(x, return_relation=True)
+    y, relation = module(x, return_relations=True)
     theta = rearrange(module.theta(x), "b c h w -> b (h w) c")
     phi = rearrange(module.phi(x), "b c h w -> b (h w) c")
     expected = torch.softmax(theta @ phi.transpose(1, 2) / math.sqrt(4), dim=-1)
@@ -56,13 +56,13 @@ def test_fused_equals_explicit(module, train):
 def test_masked_keys_get_zero_weight():
     q, k, v = torch.randn(3, 5, 4), torch.randn(3, 5, 4), torch.randn(3, 5, 2)
     mask = torch.tensor([True, True, False, True, False]).expand(3, 5)
-    out, weights = attend(q, k, v, key_mask=mask, return_weights=True)
+    out, weights = attend(q, k, v, key_mask=mask, return_relations=True)
     assert torch.all(weights[..., ~mask[0]] == 0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 5))
     fused, _ = attend(q, k, v, key_mask=mask, fused=True)
     torch.testing.assert_close(out, fused)
     # dropping the masked keys altogether gives the same result
-    dropped, _ = attend(q, k[:, mask[0]], v[:, mask[0]], return_weights=True)
+    dropped, _ = attend(q, k[:, mask[0]], v[:, mask[0]], return_relations=True)
     torch.testing.assert_close(out, dropped)
 
 
@@ -104,3 +104,16 @@ def test_fused_module_does_not_materialise_the_relation():
     assert peak_tensor_bytes(module, x) >= 2 * relation_bytes
     module.fused = True
     assert peak_tensor_bytes(module, x) < relation_bytes / 4
+
+
+def test_relations_come_as_a_named_tuple(module):
+    """``return_relations=True`` gives ``AttentionOutput(output, relation)``; the output is the
+    plain forward's, and ``attend`` always returns the pair (relation ``None`` unless asked)."""
+    x = torch.randn(2, 12, 5, 7, dtype=torch.float64)
+    out = module(x, return_relations=True)
+    assert isinstance(out, AttentionOutput)
+    torch.testing.assert_close(out.output, module(x), rtol=0, atol=1e-12)
+    assert out.relation.shape == (2, 35, 35)
+    q = torch.randn(2, 6, 4)
+    assert attend(q, q, q).relation is None
+    assert attend(q, q, q, return_relations=True).relation.shape == (2, 6, 6)

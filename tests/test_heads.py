@@ -10,8 +10,11 @@ from einops import rearrange
 
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.heads import (
+    ASPP,
     CONTEXT_MODULE_NAMES,
+    ASPOC,
     CGNLBlock,
+    ContextOutput,
     ChannelAttention,
     CrissCrossAttention,
     EfficientAttention,
@@ -42,7 +45,7 @@ def small_options(name: str) -> dict:
     Pyramid-OC region still has global groups of more than one pixel."""
     options: dict = {"channels": CHANNELS}
     if name == "cgnl":
-        options["groups"] = 4
+        options["channel_groups"] = 4
     if name == "pyramid_oc_isa":
         options["groups"] = (2, 2)
     return options
@@ -135,11 +138,47 @@ def test_base_oc_relations_equal_standalone_ocp(kind):
     else:
         standalone = SelfAttention(CHANNELS, CHANNELS // 2, CHANNELS // 2, CHANNELS)
         standalone.load_state_dict(head.ocp.state_dict())
-        context, relation = standalone.eval()(reduced, return_relation=True)
+        context, relation = standalone.eval()(reduced, return_relations=True)
         assert len(relations) == 1
         torch.testing.assert_close(relations[0], relation)
     torch.testing.assert_close(y, head.fuse(torch.cat([context, reduced], dim=1)))
     torch.testing.assert_close(y, head(x))
+
+
+def test_head_relations_come_as_a_named_tuple():
+    head = small_module("base_oc_isa").eval()
+    x = small_input()
+    out = head(x, return_relations=True)
+    assert isinstance(out, ContextOutput)
+    torch.testing.assert_close(out.output, head(x))
+    standalone = head.ocp(head.reduce(x), return_relations=True)
+    torch.testing.assert_close(out.relations, (standalone.global_relation, standalone.local_relation))
+
+
+def test_checkpoint_keys_of_base_oc_and_no_context():
+    """The committed digit models hold these state dicts: the part names must not change."""
+    for name, parts in (("base_oc_isa", {"reduce", "ocp", "fuse"}), ("base_oc_sa", {"reduce", "ocp", "fuse"}),
+                        ("none", {"reduce"})):
+        keys = small_module(name).state_dict().keys()
+        assert {key.split(".")[0] for key in keys} == parts
+    sa_keys = {key.split(".")[1] for key in small_module("base_oc_sa").state_dict() if key.startswith("ocp.")}
+    assert sa_keys == {"theta", "phi", "delta", "rho"}
+
+
+def test_asp_oc_is_aspp_with_the_ocp_branch_in_place_of_image_pooling():
+    """Same atrous branches and fusion: with ASPP's weights and ASPP's image pooling put in the
+    place of the OCP branch, ASP-OC computes ASPP's output exactly."""
+    torch.manual_seed(0)
+    aspp = ASPP(IN_CHANNELS, channels=CHANNELS, dilations=(1, 2)).eval()
+    asp = ASPOC(IN_CHANNELS, ocp="sa", channels=CHANNELS, dilations=(1, 2)).eval()
+    asp.atrous.load_state_dict(aspp.atrous.state_dict())
+    asp.fuse.load_state_dict(aspp.fuse.state_dict())
+    x = small_input()
+    with torch.no_grad():
+        before = asp(x)
+        asp.object_context = lambda ocp, reduced: aspp.image_pooling(x)
+        torch.testing.assert_close(asp(x), aspp(x), rtol=0, atol=0)
+    assert not torch.allclose(before, aspp(x))
 
 
 def test_sa_2x_runs_the_ocp_on_the_pooled_map():
@@ -227,7 +266,7 @@ def test_criss_cross_attention_equals_masked_dense_attention():
     with torch.no_grad():
         block.gamma.fill_(1.0)
     x = torch.randn(2, 8, 5, 4)
-    y, relation = block(x, return_relation=True)
+    y, relation = block(x, return_relations=True)
     height, width = x.shape[-2:]
     # dense reference: every pixel attends to the positions of its row and its column
     query = rearrange(block.query(x), "b c h w -> b (h w) c")
@@ -251,7 +290,7 @@ def test_channel_attention_is_softmax_of_negative_energy():
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4, 3)
     block = ChannelAttention()
-    _, relation = block(x, return_relation=True)
+    _, relation = block(x, return_relations=True)
     flat = rearrange(x, "b c h w -> b c (h w)")
     torch.testing.assert_close(relation, (-torch.einsum("bcn,bdn->bcd", flat, flat)).softmax(dim=-1))
 
@@ -274,7 +313,7 @@ def test_efficient_attention_equals_its_quadratic_form(heads):
 
 def test_cgnl_group_norm_keeps_only_the_sign_of_each_group_scalar():
     torch.manual_seed(0)
-    block = CGNLBlock(16, groups=4).double().eval()
+    block = CGNLBlock(16, channel_groups=4).double().eval()
     block.norm.eps = 0.0  # the statement is exact without GroupNorm's ε
     x = torch.randn(2, 16, 5, 4, dtype=torch.float64)
     y = block(x)
@@ -337,6 +376,8 @@ def test_context_module_options_lists_constructor_arguments():
         "ocp_downsample": 1,
     }
     assert "ocp_downsample" not in context_module_options("sa_2x")
+    # CGNL's channel groups are not ISA's spatial groups (P_h, P_w): another name
+    assert context_module_options("cgnl")["channel_groups"] == 8 and "groups" not in context_module_options("cgnl")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,12 +417,12 @@ def test_gflops_match_table4(name):
 
 def test_rcca_without_recurrence_is_its_convolutions_alone():
     """``recurrence=0`` (the control of the ablation chapter) skips the attention: the output
-    equals conv_after(reduce(x)) fused with x, and does not depend on the attention's weights."""
+    equals refine(reduce(x)) fused with x, and does not depend on the attention's weights."""
     torch.manual_seed(0)
     head = build_context_module("rcca", 16, channels=8, recurrence=0).eval()
     x = torch.randn(1, 16, 6, 7)
     with torch.no_grad():
-        expected = head.bottleneck(torch.cat([x, head.conv_after(head.reduce(x))], dim=1))
+        expected = head.fuse(torch.cat([x, head.refine(head.reduce(x))], dim=1))
         assert torch.equal(head(x), expected)
         head.cca.gamma.fill_(5.0)
         assert torch.equal(head(x), expected)

@@ -5,7 +5,7 @@ import torch
 from einops import rearrange
 
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
-from ocnet_edu.nn.isa import GROUP_PATTERNS
+from ocnet_edu.nn.isa import GROUP_PATTERNS, ISAOutput
 from ocnet_edu.nn.reference import algorithm1_isa
 from ocnet_edu.nn.relation import affine_form, dense_relation
 
@@ -94,7 +94,7 @@ def test_one_global_group_is_self_attention(train):
     sa.load_state_dict(isa.stage("global").state_dict())
     x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
     y_isa, g, l = isa(x, return_relations=True)
-    y_sa, relation = sa(x, return_relation=True)
+    y_sa, relation = sa(x, return_relations=True)
     torch.testing.assert_close(y_isa, y_sa)
     torch.testing.assert_close(g[:, 0], relation)
     assert l is None
@@ -186,3 +186,27 @@ def test_bad_input(shape, message):
 def test_unknown_stage_lookup():
     with pytest.raises(ValueError, match="no 'local' stage"):
         InterlacedSparseSelfAttention(8, stages=("global",)).stage("local")
+
+
+def test_relations_come_as_a_named_tuple():
+    module = make((3, 4)).eval()
+    x = torch.randn(2, 6, 12, 20, dtype=torch.float64)
+    out = module(x, return_relations=True)
+    assert isinstance(out, ISAOutput)
+    torch.testing.assert_close(out.output, module(x))
+    assert out.global_relation.shape == (2, 12, 20, 20) and out.local_relation.shape == (2, 20, 12, 12)
+
+
+def test_fused_flag_is_the_stages_flag():
+    """ISA has no flag of its own: ``fused`` reads and sets both stages' flags, and the explicit
+    path (all flags off) gives the fused path's numbers."""
+    module = make((2, 4)).eval()
+    x = torch.randn(1, 6, 8, 8, dtype=torch.float64)
+    y_fused = module(x)
+    module.fused = False
+    assert not module.stage("global").fused and not module.stage("local").fused and not module.fused
+    torch.testing.assert_close(module(x), y_fused)
+    module.stage("global").fused = True
+    assert not module.fused  # only when every stage is fused
+    module.fused = True
+    assert module.stage("local").fused and module.fused

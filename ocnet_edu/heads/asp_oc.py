@@ -18,16 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ocnet_edu.nn.layers import conv_bn_relu
-from .ocp import build_ocp, check_downsample, run_ocp
+from .aspp import AtrousBranches
+from .ocp import ObjectContextHead
 
 __all__ = ["ASPOC"]
 
 
-class ASPOC(nn.Module):
-    """ASP-OC context module.
+class ASPOC(ObjectContextHead):
+    """ASP-OC context module: ASPP's convolution branches next to an OCP branch.
 
     Args:
         in_channels: channels of the backbone map (2048 for ResNet-101).
@@ -35,16 +35,13 @@ class ASPOC(nn.Module):
         channels: channels of every branch and of the output (256, "following the original
             settings", Sec. 3.4).
         dilations: dilation rates of the three 3×3 branches (12, 24, 36).
-        key_channels: θ/φ channels of the OCP (default ``channels // 2`` = 128).
-        value_channels: δ channels of the OCP (default ``channels // 2`` = 128).
-        groups: ``(P_h, P_w)`` of the ISA OCP (default ``(8, 8)``); only for ``ocp="isa"``.
-        stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
-        ocp_downsample: run the OCP on an average-pooled map (see
-            :func:`ocnet_edu.heads.ocp.run_ocp`); 1 (the paper's text) by default.
+        key_channels, value_channels, groups, stages, ocp_downsample: the OCP options (defaults
+            ``channels // 2`` = 128, 128, ``(8, 8)``, global then local, 1 = the paper's text),
+            see :class:`~ocnet_edu.heads.ocp.ObjectContextHead`.
 
     Attributes:
-        context (the 3×3 reduction of the OCP branch), ocp, pointwise, dilated (``ModuleList``),
-        fuse, out_channels.
+        reduce (the 3×3 reduction of the OCP branch), ocp, atrous
+        (:class:`~ocnet_edu.heads.aspp.AtrousBranches`), fuse, out_channels.
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
@@ -62,19 +59,12 @@ class ASPOC(nn.Module):
         stages: tuple[str, ...] | None = None,
         ocp_downsample: int = 1,
     ) -> None:
-        super().__init__()
-        self.out_channels = channels
-        self.ocp_downsample = check_downsample(ocp_downsample)
-        self.context = conv_bn_relu(in_channels, channels, kernel_size=3)
-        self.ocp = build_ocp(ocp, channels, key_channels, value_channels, channels, groups, stages)
-        self.pointwise = conv_bn_relu(in_channels, channels, kernel_size=1)
-        self.dilated = nn.ModuleList(
-            conv_bn_relu(in_channels, channels, kernel_size=3, dilation=rate) for rate in dilations
-        )
-        self.fuse = conv_bn_relu((2 + len(self.dilated)) * channels, channels, kernel_size=1)
+        super().__init__(in_channels, channels, ocp, key_channels, value_channels, groups, stages, ocp_downsample)
+        self.ocp = self.new_ocp()
+        self.atrous = AtrousBranches(in_channels, channels, dilations)
+        self.fuse = conv_bn_relu(channels + self.atrous.out_channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
-        branches = [run_ocp(self.ocp, self.context(x), self.ocp_downsample), self.pointwise(x)]
-        branches += [conv(x) for conv in self.dilated]
+        branches = [self.object_context(self.ocp, self.reduce(x)), *self.atrous(x)]
         return self.fuse(torch.cat(branches, dim=1))

@@ -26,7 +26,7 @@ from torch import nn
 
 from ocnet_edu.nn.layers import conv_bn_relu
 
-__all__ = ["ImagePooling", "ASPP"]
+__all__ = ["AtrousBranches", "ImagePooling", "ASPP"]
 
 
 class ImagePooling(nn.Module):
@@ -51,6 +51,39 @@ class ImagePooling(nn.Module):
         return repeat(pooled, "b c 1 1 -> b c h w", h=height, w=width)
 
 
+class AtrousBranches(nn.Module):
+    """ASPP's convolution branches: a 1×1 conv and one dilated 3×3 conv per rate, in parallel.
+
+    ASPP runs them next to image pooling, ASP-OC next to object context (Fig. 5 d); both then
+    concatenate the maps and fuse them with a 1×1 conv. Every conv is ``conv → BN → ReLU`` with
+    'same' padding (padding = dilation), so every branch keeps ``H × W``.
+
+    Args:
+        in_channels: channels of the backbone map.
+        channels: channels of every branch.
+        dilations: dilation rates of the 3×3 branches (12, 24, 36 for output stride 8).
+
+    Attributes:
+        pointwise (the 1×1 conv), dilated (``ModuleList`` of the 3×3 convs), out_channels (of
+        all branches together, ``(1 + len(dilations)) · channels``).
+
+    Shapes:
+        ``[B, in_channels, H, W] →`` a list of ``1 + len(dilations)`` maps ``[B, channels, H, W]``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, dilations: Sequence[int]) -> None:
+        super().__init__()
+        self.pointwise = conv_bn_relu(in_channels, channels, kernel_size=1)
+        self.dilated = nn.ModuleList(
+            conv_bn_relu(in_channels, channels, kernel_size=3, dilation=rate) for rate in dilations
+        )
+        self.out_channels = (1 + len(self.dilated)) * channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x [B, in_channels, H, W] →`` ``[pointwise(x), *dilated(x)]``, each ``[B, channels, H, W]``."""
+        return [self.pointwise(x), *(conv(x) for conv in self.dilated)]
+
+
 class ASPP(nn.Module):
     """DeepLabv3 ASPP context module.
 
@@ -58,6 +91,9 @@ class ASPP(nn.Module):
         in_channels: channels of the backbone map (2048 for ResNet-101).
         channels: channels of every branch and of the output (256).
         dilations: dilation rates of the three 3×3 branches (12, 24, 36 for output stride 8).
+
+    Attributes:
+        image_pooling, atrous (:class:`AtrousBranches`), fuse (1×1, 5·256 → 256), out_channels.
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
@@ -67,13 +103,10 @@ class ASPP(nn.Module):
         super().__init__()
         self.out_channels = channels
         self.image_pooling = ImagePooling(in_channels, channels)
-        self.pointwise = conv_bn_relu(in_channels, channels, kernel_size=1)
-        self.dilated = nn.ModuleList(
-            conv_bn_relu(in_channels, channels, kernel_size=3, dilation=rate) for rate in dilations
-        )
-        self.fuse = conv_bn_relu((2 + len(self.dilated)) * channels, channels, kernel_size=1)
+        self.atrous = AtrousBranches(in_channels, channels, dilations)
+        self.fuse = conv_bn_relu(channels + self.atrous.out_channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
-        branches = [self.image_pooling(x), self.pointwise(x)] + [conv(x) for conv in self.dilated]
+        branches = [self.image_pooling(x), *self.atrous(x)]
         return self.fuse(torch.cat(branches, dim=1))

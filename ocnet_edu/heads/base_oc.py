@@ -14,15 +14,14 @@ Pipeline (every convolution is ``conv → BN → ReLU``, Fig. 5 caption)::
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ocnet_edu.nn.layers import conv_bn_relu
-from .ocp import build_ocp, check_downsample, run_ocp
+from .ocp import ContextOutput, ObjectContextHead
 
 __all__ = ["BaseOC"]
 
 
-class BaseOC(nn.Module):
+class BaseOC(ObjectContextHead):
     """Base-OC context module.
 
     Args:
@@ -30,12 +29,10 @@ class BaseOC(nn.Module):
         ocp: ``"sa"`` or ``"isa"`` — the OCP instantiation (Sec. 3.2).
         channels: channels after the 3×3 reduction, of the OCP output and of the module output
             (512 in the paper).
-        key_channels: θ/φ channels of the OCP (default ``channels // 2`` = 256).
-        value_channels: δ channels of the OCP (default ``channels // 2`` = 256).
-        groups: ``(P_h, P_w)`` of the ISA OCP (default ``(8, 8)``); only for ``ocp="isa"``.
-        stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
-        ocp_downsample: run the OCP on a map average-pooled by this factor and upsample its
-            output bilinearly (1 = the paper's Base-OC; 2 = "SA-2×" of Table 3).
+        key_channels, value_channels, groups, stages, ocp_downsample: the OCP options (defaults
+            ``channels // 2``, ``channels // 2``, ``(8, 8)``, global then local, 1), see
+            :class:`~ocnet_edu.heads.ocp.ObjectContextHead`; ``ocp_downsample=2`` with SA is
+            "SA-2×" of Table 3.
 
     Attributes:
         reduce: the 3×3 reduction; ``ocp``: the OCP module itself (so that its relations can be
@@ -56,11 +53,8 @@ class BaseOC(nn.Module):
         stages: tuple[str, ...] | None = None,
         ocp_downsample: int = 1,
     ) -> None:
-        super().__init__()
-        self.out_channels = channels
-        self.ocp_downsample = check_downsample(ocp_downsample)
-        self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
-        self.ocp = build_ocp(ocp, channels, key_channels, value_channels, channels, groups, stages)
+        super().__init__(in_channels, channels, ocp, key_channels, value_channels, groups, stages, ocp_downsample)
+        self.ocp = self.new_ocp()
         self.fuse = conv_bn_relu(2 * channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, return_relations: bool = False):
@@ -70,10 +64,11 @@ class BaseOC(nn.Module):
                 :func:`ocnet_edu.heads.ocp.run_ocp`).
 
         Returns:
-            ``y [B, channels, H, W]`` or ``(y, relations)``.
+            ``y [B, channels, H, W]``, or :class:`~ocnet_edu.heads.ocp.ContextOutput`
+            ``(y, relations)``.
         """
         reduced = self.reduce(x)
-        out = run_ocp(self.ocp, reduced, self.ocp_downsample, return_relations)
+        out = self.object_context(self.ocp, reduced, return_relations)
         context, relations = out if return_relations else (out, ())
         y = self.fuse(torch.cat([context, reduced], dim=1))
-        return (y, relations) if return_relations else y
+        return ContextOutput(y, relations) if return_relations else y

@@ -8,16 +8,13 @@ with, so that the only difference to Base-OC is the object context.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from ocnet_edu.nn.layers import conv_bn_relu
+from .base import ContextHead
 
 __all__ = ["NoContext"]
 
 
-class NoContext(nn.Module):
-    """A 3×3 ``conv → BN → ReLU`` reduction and nothing else.
+class NoContext(ContextHead):
+    """A 3×3 ``conv → BN → ReLU`` reduction (``reduce``) and nothing else.
 
     Args:
         in_channels: channels of the backbone map (2048 for ResNet-101).
@@ -28,10 +25,4 @@ class NoContext(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int = 512) -> None:
-        super().__init__()
-        self.out_channels = channels
-        self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
-        return self.reduce(x)
+        super().__init__(in_channels, channels)

@@ -22,6 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ocnet_edu.nn.attention import AttentionOutput
 from ocnet_edu.nn.layers import conv_bn_relu
 
 __all__ = ["PositionAttention", "ChannelAttention", "DANetHead"]
@@ -37,6 +38,9 @@ class PositionAttention(nn.Module):
         channels: ``C`` of the input and output.
         key_channels: channels of the query/key maps (default ``C // 8``).
 
+    Attributes:
+        query, key (1×1 convs ``C → key_channels``), value (1×1 conv ``C → C``), gamma.
+
     Shapes:
         ``[B, C, H, W] → [B, C, H, W]``; the relation is ``[B, H·W, H·W]``.
     """
@@ -49,8 +53,8 @@ class PositionAttention(nn.Module):
         self.value = nn.Conv2d(channels, channels, kernel_size=1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, return_relation: bool = False):
-        """``x [B, C, H, W] → [B, C, H, W]`` (and the relation ``[B, H·W, H·W]`` if asked)."""
+    def forward(self, x: torch.Tensor, return_relations: bool = False):
+        """``x [B, C, H, W] → [B, C, H, W]``, or ``AttentionOutput(y, relation [B, H·W, H·W])``."""
         height, width = x.shape[-2:]
         query = rearrange(self.query(x), "b c h w -> b (h w) c")
         key = rearrange(self.key(x), "b c h w -> b (h w) c")
@@ -58,7 +62,7 @@ class PositionAttention(nn.Module):
         relation = torch.einsum("bnc,bmc->bnm", query, key).softmax(dim=-1)
         out = torch.einsum("bnm,bmc->bnc", relation, value)
         y = self.gamma * rearrange(out, "b (h w) c -> b c h w", h=height, w=width) + x
-        return (y, relation) if return_relation else y
+        return AttentionOutput(y, relation) if return_relations else y
 
 
 class ChannelAttention(nn.Module):
@@ -76,15 +80,15 @@ class ChannelAttention(nn.Module):
         super().__init__()
         self.gamma = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, return_relation: bool = False):
-        """``x [B, C, H, W] → [B, C, H, W]`` (and the relation ``[B, C, C]`` if asked)."""
+    def forward(self, x: torch.Tensor, return_relations: bool = False):
+        """``x [B, C, H, W] → [B, C, H, W]``, or ``AttentionOutput(y, relation [B, C, C])``."""
         height, width = x.shape[-2:]
         flat = rearrange(x, "b c h w -> b c (h w)")
         energy = torch.einsum("bcn,bdn->bcd", flat, flat)
         relation = (energy.amax(dim=-1, keepdim=True) - energy).softmax(dim=-1)
         out = torch.einsum("bcd,bdn->bcn", relation, flat)
         y = self.gamma * rearrange(out, "b c (h w) -> b c h w", h=height, w=width) + x
-        return (y, relation) if return_relation else y
+        return AttentionOutput(y, relation) if return_relations else y
 
 
 class DANetHead(nn.Module):
@@ -96,8 +100,8 @@ class DANetHead(nn.Module):
         key_channels: PAM query/key channels (default ``channels // 8`` = 64).
 
     Attributes:
-        reduce_position, position (PAM), conv_position, reduce_channel, channel (CAM),
-        conv_channel, out_channels.
+        reduce_position, position (PAM), refine_position, reduce_channel, channel (CAM),
+        refine_channel, out_channels (part names: :mod:`ocnet_edu.heads.base`).
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
@@ -108,13 +112,13 @@ class DANetHead(nn.Module):
         self.out_channels = channels
         self.reduce_position = conv_bn_relu(in_channels, channels, kernel_size=3)
         self.position = PositionAttention(channels, key_channels)
-        self.conv_position = conv_bn_relu(channels, channels, kernel_size=3)
+        self.refine_position = conv_bn_relu(channels, channels, kernel_size=3)
         self.reduce_channel = conv_bn_relu(in_channels, channels, kernel_size=3)
         self.channel = ChannelAttention()
-        self.conv_channel = conv_bn_relu(channels, channels, kernel_size=3)
+        self.refine_channel = conv_bn_relu(channels, channels, kernel_size=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
-        position = self.conv_position(self.position(self.reduce_position(x)))
-        channel = self.conv_channel(self.channel(self.reduce_channel(x)))
+        position = self.refine_position(self.position(self.reduce_position(x)))
+        channel = self.refine_channel(self.channel(self.reduce_channel(x)))
         return position + channel

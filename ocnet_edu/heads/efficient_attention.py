@@ -27,7 +27,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ocnet_edu.nn.layers import conv_bn_relu
+from .base import ContextHead
 
 __all__ = ["EfficientAttention", "EfficientAttentionHead"]
 
@@ -76,7 +76,7 @@ class EfficientAttention(nn.Module):
         return self.reprojection(attended) + x
 
 
-class EfficientAttentionHead(nn.Module):
+class EfficientAttentionHead(ContextHead):
     """Efficient-attention context module.
 
     Args:
@@ -101,9 +101,7 @@ class EfficientAttentionHead(nn.Module):
         value_channels: int | None = None,
         heads: int = 1,
     ) -> None:
-        super().__init__()
-        self.out_channels = channels
-        self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
+        super().__init__(in_channels, channels)
         self.attention = EfficientAttention(channels, key_channels, value_channels, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

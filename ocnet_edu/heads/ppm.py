@@ -8,7 +8,7 @@ Pipeline (every convolution ``conv → BN → ReLU``)::
 
     for bins in (1, 2, 3, 6):  adaptive average pool to bins × bins → 1×1 conv C_in → 512
                                → bilinear upsampling to H × W
-    concat [x, four pooled maps] [B, C_in + 4·512, H, W] --3×3 conv--> [B, 512, H, W]
+    concat [x, four pooled maps] [B, C_in + 4·512, H, W] --3×3 conv (fuse)--> [B, 512, H, W]
 
 Channel counts: PSPNet reduces each of its N = 4 levels to 1/N of the input channels (512 for
 2048) and fuses the concatenation with one 3×3 conv to 512 channels. This reading gives 619
@@ -33,10 +33,14 @@ class PPM(nn.Module):
 
     Args:
         in_channels: channels of the backbone map (2048 for ResNet-101).
-        channels: output channels of the 3×3 bottleneck (512).
+        channels: output channels of the 3×3 fusion (512; PSPNet's "bottleneck").
         bins: output sizes of the adaptive average pools (1, 2, 3, 6).
         reduction_channels: channels of each pooled level (default ``in_channels // len(bins)``
             = 512).
+
+    Attributes:
+        levels (one 1×1 conv per pyramid level), fuse (the 3×3 conv on ``[x, levels]``),
+        out_channels.
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
@@ -54,7 +58,7 @@ class PPM(nn.Module):
         reduction_channels = in_channels // len(self.bins) if reduction_channels is None else reduction_channels
         self.out_channels = channels
         self.levels = nn.ModuleList(conv_bn_relu(in_channels, reduction_channels) for _ in self.bins)
-        self.bottleneck = conv_bn_relu(in_channels + len(self.bins) * reduction_channels, channels, kernel_size=3)
+        self.fuse = conv_bn_relu(in_channels + len(self.bins) * reduction_channels, channels, kernel_size=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
@@ -63,4 +67,4 @@ class PPM(nn.Module):
             F.interpolate(level(F.adaptive_avg_pool2d(x, bins)), size=size, mode="bilinear", align_corners=False)
             for bins, level in zip(self.bins, self.levels)
         ]
-        return self.bottleneck(torch.cat([x, *pooled], dim=1))
+        return self.fuse(torch.cat([x, *pooled], dim=1))

@@ -27,13 +27,14 @@ remainder to the last region, ``oc_module/pyramid_oc_block.py``; the regions dif
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from ocnet_edu.nn.layers import conv_bn_relu
-from .ocp import build_ocp
+from .ocp import ObjectContextHead
 
 __all__ = ["PYRAMID", "region_sizes", "region_index_map", "map_regions", "PyramidOC"]
 
@@ -110,7 +111,7 @@ def map_regions(x: torch.Tensor, k: int, fn: Callable[[torch.Tensor], torch.Tens
     return torch.cat(rows, dim=2)
 
 
-class PyramidOC(nn.Module):
+class PyramidOC(ObjectContextHead):
     """Pyramid-OC context module (Sec. 3.4, Eq. 27–29).
 
     Args:
@@ -118,11 +119,9 @@ class PyramidOC(nn.Module):
         ocp: ``"sa"`` or ``"isa"``.
         channels: channels after the 3×3 reduction and of every branch output (512).
         pyramid: regions per axis of each branch (``(1, 2, 3, 6)``).
-        key_channels: θ/φ channels of every OCP (default ``channels // 2``).
-        value_channels: δ channels of every OCP (default ``channels // 2``).
-        groups: ``(P_h, P_w)`` of the ISA OCPs (default ``(8, 8)``, applied inside each region);
-        stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
-            only for ``ocp="isa"``.
+        key_channels, value_channels, groups, stages: the options of every OCP (defaults
+            ``channels // 2``, ``channels // 2``, ``(8, 8)`` applied inside each region, global
+            then local), see :class:`~ocnet_edu.heads.ocp.ObjectContextHead`.
 
     Attributes:
         reduce, ocps (one per pyramid level, ``ModuleList``), expand (1×1, 512 → 4·512),
@@ -143,21 +142,19 @@ class PyramidOC(nn.Module):
         groups: tuple[int, int] | None = None,
         stages: tuple[str, ...] | None = None,
     ) -> None:
-        super().__init__()
-        self.pyramid = tuple(pyramid)
-        if not self.pyramid or min(self.pyramid) < 1:
+        levels = tuple(pyramid)
+        if not levels or min(levels) < 1:
             raise ValueError(f"pyramid must be a non-empty sequence of positive ints, got {pyramid!r}")
-        self.out_channels = channels
-        levels = len(self.pyramid)
-        self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
-        self.ocps = nn.ModuleList(
-            build_ocp(ocp, channels, key_channels, value_channels, channels, groups, stages) for _ in self.pyramid
-        )
-        self.expand = conv_bn_relu(channels, levels * channels, kernel_size=1)
-        self.fuse = conv_bn_relu(2 * levels * channels, channels, kernel_size=1)
+        super().__init__(in_channels, channels, ocp, key_channels, value_channels, groups, stages)
+        self.pyramid = levels
+        self.ocps = nn.ModuleList(self.new_ocp() for _ in self.pyramid)
+        self.expand = conv_bn_relu(channels, len(levels) * channels, kernel_size=1)
+        self.fuse = conv_bn_relu(2 * len(levels) * channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
         reduced = self.reduce(x)
-        contexts = [map_regions(reduced, k, ocp) for k, ocp in zip(self.pyramid, self.ocps)]
+        contexts = [
+            map_regions(reduced, k, partial(self.object_context, ocp)) for k, ocp in zip(self.pyramid, self.ocps)
+        ]
         return self.fuse(torch.cat([*contexts, self.expand(reduced)], dim=1))

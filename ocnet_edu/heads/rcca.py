@@ -9,8 +9,9 @@ Pipeline (every convolution ``conv → BN → ReLU``)::
     x [B, C_in, H, W] --3×3 conv--> [B, 512, H, W] --CCA--> --CCA--> (same weights, R = 2)
     --3×3 conv 512 → 512--> c;   concat[x, c] [B, C_in + 512, H, W] --3×3 conv--> [B, 512, H, W]
 
-The 3×3 conv after the attention and the 3×3 bottleneck on ``[x, c]`` follow CCNet's RCCA module;
-this reading gives 804 GFLOPs at ``[1, 2048, 128, 128]`` (Table 4: 804).
+The 3×3 conv after the attention (``refine``) and the 3×3 conv on ``[x, c]`` (``fuse``, CCNet's
+"bottleneck") follow CCNet's RCCA module; this reading gives 804 GFLOPs at ``[1, 2048, 128, 128]``
+(Table 4: 804).
 
 Criss-cross attention is written with einsum over the row and the column of every pixel (no CUDA
 kernel). Pixel ``(h, w)`` attends to the ``H + W − 1`` positions ``{(g, w)} ∪ {(h, v)}``: the pixel
@@ -22,18 +23,22 @@ from __future__ import annotations
 
 import torch
 from einops import rearrange
-from torch import nn
 
+from ocnet_edu.nn.attention import AttentionOutput
 from ocnet_edu.nn.layers import conv_bn_relu
+from .base import ContextHead
+from .danet import PositionAttention
 
 __all__ = ["CrissCrossAttention", "RCCAHead"]
 
 
-class CrissCrossAttention(nn.Module):
+class CrissCrossAttention(PositionAttention):
     """One criss-cross attention step (CCNet Eq. 1–2).
 
+    DANet's position attention with each pixel's keys restricted to its row and its column: the
+    same query, key and value maps and residual scale ``γ`` (initialised to 0).
     ``A = softmax`` over the ``H + W − 1`` criss-cross positions of ``Q_u · K_v`` (no scaling, as
-    in CCNet); ``H'_u = γ · Σ_v A_{u,v} V_v + H_u`` with ``γ`` initialised to 0.
+    in CCNet); ``H'_u = γ · Σ_v A_{u,v} V_v + H_u``.
 
     Args:
         channels: ``C`` of the input and output.
@@ -45,16 +50,8 @@ class CrissCrossAttention(nn.Module):
         ``g = h`` of the column (the duplicate of the pixel itself) is exactly 0.
     """
 
-    def __init__(self, channels: int, key_channels: int | None = None) -> None:
-        super().__init__()
-        key_channels = max(channels // 8, 1) if key_channels is None else key_channels
-        self.query = nn.Conv2d(channels, key_channels, kernel_size=1)
-        self.key = nn.Conv2d(channels, key_channels, kernel_size=1)
-        self.value = nn.Conv2d(channels, channels, kernel_size=1)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor, return_relation: bool = False):
-        """``x [B, C, H, W] → [B, C, H, W]`` (and the relation ``[B, H, W, H + W]`` if asked)."""
+    def forward(self, x: torch.Tensor, return_relations: bool = False):
+        """``x [B, C, H, W] → [B, C, H, W]``, or ``AttentionOutput(y, relation [B, H, W, H + W])``."""
         height = x.shape[-2]
         query, key, value = self.query(x), self.key(x), self.value(x)
         column = torch.einsum("bchw,bcgw->bhwg", query, key)
@@ -66,10 +63,10 @@ class CrissCrossAttention(nn.Module):
         out = torch.einsum("bhwg,bcgw->bchw", column_weights, value)
         out = out + torch.einsum("bhwv,bchv->bchw", row_weights, value)
         y = self.gamma * out + x
-        return (y, relation) if return_relation else y
+        return AttentionOutput(y, relation) if return_relations else y
 
 
-class RCCAHead(nn.Module):
+class RCCAHead(ContextHead):
     """CCNet's recurrent criss-cross attention module.
 
     Args:
@@ -82,7 +79,8 @@ class RCCAHead(nn.Module):
         key_channels: query/key channels of the attention (default ``channels // 8`` = 64).
 
     Attributes:
-        reduce, cca, conv_after, bottleneck, out_channels.
+        reduce, cca, refine (the 3×3 conv after the attention), fuse (the 3×3 conv on
+        ``[x, refine(...)]``), out_channels.
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
@@ -91,20 +89,18 @@ class RCCAHead(nn.Module):
     def __init__(
         self, in_channels: int, channels: int = 512, recurrence: int = 2, key_channels: int | None = None
     ) -> None:
-        super().__init__()
         if isinstance(recurrence, bool) or not isinstance(recurrence, int) or recurrence < 0:
             raise ValueError(f"recurrence must be a non-negative int, got {recurrence!r}")
-        self.out_channels = channels
+        super().__init__(in_channels, channels)
         self.recurrence = recurrence
-        self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
         self.cca = CrissCrossAttention(channels, key_channels)
-        self.conv_after = conv_bn_relu(channels, channels, kernel_size=3)
-        self.bottleneck = conv_bn_relu(in_channels + channels, channels, kernel_size=3)
+        self.refine = conv_bn_relu(channels, channels, kernel_size=3)
+        self.fuse = conv_bn_relu(in_channels + channels, channels, kernel_size=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
         context = self.reduce(x)
         for _ in range(self.recurrence):
             context = self.cca(context)
-        context = self.conv_after(context)
-        return self.bottleneck(torch.cat([x, context], dim=1))
+        context = self.refine(context)
+        return self.fuse(torch.cat([x, context], dim=1))

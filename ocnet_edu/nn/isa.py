@@ -29,15 +29,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from ocnet_edu.nn.attention import SelfAttention, attend
+from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
 
-__all__ = ["STAGES", "GROUP_PATTERNS", "grouped_attention", "padded_size", "InterlacedSparseSelfAttention"]
+__all__ = [
+    "STAGES",
+    "GROUP_PATTERNS",
+    "ISAOutput",
+    "grouped_attention",
+    "padded_size",
+    "InterlacedSparseSelfAttention",
+]
 
 STAGES = ("global", "local")
 
@@ -52,6 +60,24 @@ MASK_PATTERNS = {
     "global": "(qh ph) (qw pw) -> (b ph pw) (qh qw)",
     "local": "(qh ph) (qw pw) -> (b qh qw) (ph pw)",
 }
+
+
+class ISAOutput(NamedTuple):
+    """ISA's output and the relations of its two stages (what ``return_relations=True`` returns).
+
+    It unpacks like a tuple: ``y, global_relation, local_relation = isa(x, return_relations=True)``.
+
+    Attributes:
+        output: ``[B, C_out, H, W]``.
+        global_relation: ``[B, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (group ``ph·P_w + pw``, member
+            ``qh·Q_w + qw``), or ``None`` without a global stage.
+        local_relation: ``[B, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (group ``qh·Q_w + qw``, member
+            ``ph·P_w + pw``), or ``None`` without a local stage.
+    """
+
+    output: torch.Tensor
+    global_relation: torch.Tensor | None
+    local_relation: torch.Tensor | None
 
 
 def _inverse(pattern: str) -> str:
@@ -92,9 +118,9 @@ def grouped_attention(
     value: torch.Tensor,
     stage: str,
     groups: tuple[int, int],
-    return_weights: bool = False,
+    return_relations: bool = False,
     fused: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> AttentionOutput:
     """Self-attention restricted to the global or the local groups (Eq. 13–17 / Eq. 18–21).
 
     Args:
@@ -102,11 +128,11 @@ def grouped_attention(
         value: ``[b, e, h, w]`` map δ(X).
         stage: ``"global"`` (groups share the remainder) or ``"local"`` (share the quotient).
         groups: ``(P_h, P_w)``.
-        return_weights: also return the relations of every group.
+        return_relations: also return the relations of every group.
         fused: see :func:`ocnet_edu.nn.attention.attend`.
 
     Returns:
-        ``(out [b, e, h, w], relation)`` where ``relation`` is ``None`` or
+        ``AttentionOutput(out [b, e, h, w], relation)`` where ``relation`` is ``None`` or
         ``[b, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (global) / ``[b, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (local),
         computed over the padded grid when ``h``/``w`` are not multiples of the groups.
     """
@@ -122,13 +148,13 @@ def grouped_attention(
         key_mask = repeat(valid, MASK_PATTERNS[stage], b=batch, ph=p_h, pw=p_w)
     pattern = GROUP_PATTERNS[stage]
     q, k, v = (rearrange(t, pattern, ph=p_h, pw=p_w) for t in (query, key, value))
-    out, weights = attend(q, k, v, key_mask=key_mask, return_weights=return_weights, fused=fused)
+    out, weights = attend(q, k, v, key_mask=key_mask, return_relations=return_relations, fused=fused)
     out = rearrange(out, _inverse(pattern), b=batch, ph=p_h, pw=p_w, qh=pad_h // p_h, qw=pad_w // p_w)
     # contiguous NCHW: the 1x1 convolution that follows (ρ) is much slower on the strided view
     out = out[..., :height, :width].contiguous()
     if weights is not None:
         weights = rearrange(weights, "(b g) n m -> b g n m", b=batch)
-    return out, weights
+    return AttentionOutput(out, weights)
 
 
 class InterlacedSparseSelfAttention(nn.Module):
@@ -149,6 +175,11 @@ class InterlacedSparseSelfAttention(nn.Module):
             ``Q_w = ceil(W / P_w)``.
         stages: the order of the stages: ``("global", "local")`` (the paper's default),
             ``("local", "global")``, ``("global",)`` or ``("local",)`` — the Table 1 ablations.
+
+    Attributes:
+        fused: whether the stages use PyTorch's fused attention kernel (see
+            :class:`~ocnet_edu.nn.attention.SelfAttention`); reading or setting it here reads or
+            sets the flag of every stage.
     """
 
     def __init__(
@@ -163,12 +194,12 @@ class InterlacedSparseSelfAttention(nn.Module):
         super().__init__()
         self.groups = check_groups(groups)
         self.stages = check_stages(stages)
-        out_channels = in_channels if out_channels is None else out_channels
-        key_channels = in_channels // 2 if key_channels is None else key_channels
-        value_channels = in_channels // 2 if value_channels is None else value_channels
+        # defaults from C_in for both stages (the second stage's input has C_out channels)
+        key_channels, value_channels, out_channels = attention_channels(
+            in_channels, key_channels, value_channels, out_channels
+        )
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.fused = True
         stage_in = in_channels
         for stage in self.stages:
             self.add_module(f"{stage}_stage", SelfAttention(stage_in, key_channels, value_channels, out_channels))
@@ -180,16 +211,25 @@ class InterlacedSparseSelfAttention(nn.Module):
             raise ValueError(f"this module has no {name!r} stage (stages={self.stages})")
         return getattr(self, f"{name}_stage")
 
+    @property
+    def fused(self) -> bool:
+        """True when every stage uses the fused attention kernel."""
+        return all(self.stage(name).fused for name in self.stages)
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        """Set the flag of every stage."""
+        for name in self.stages:
+            self.stage(name).fused = value
+
     def forward(self, x: torch.Tensor, return_relations: bool = False):
         """Args:
             x: ``[B, C_in, H, W]``, any ``H, W ≥ 1``.
             return_relations: also return the relations of both stages.
 
         Returns:
-            ``y [B, C_out, H, W]``, or ``(y, global_relation, local_relation)`` with
-            ``global_relation [B, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (group ``ph·P_w + pw``, member
-            ``qh·Q_w + qw``) and ``local_relation [B, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (group
-            ``qh·Q_w + qw``, member ``ph·P_w + pw``); a stage not in ``stages`` gives ``None``.
+            ``y [B, C_out, H, W]``, or :class:`ISAOutput` ``(y, global_relation, local_relation)``;
+            a stage not in ``stages`` gives ``None``.
         """
         self.stage(self.stages[0]).check_input(x)
         relations: dict[str, torch.Tensor | None] = {name: None for name in STAGES}
@@ -197,9 +237,7 @@ class InterlacedSparseSelfAttention(nn.Module):
             module = self.stage(name)
             query, key, value = module.transforms(x)
             out, relations[name] = grouped_attention(
-                query, key, value, name, self.groups, return_weights=return_relations, fused=self.fused
+                query, key, value, name, self.groups, return_relations=return_relations, fused=module.fused
             )
             x = module.rho(out)
-        if return_relations:
-            return x, relations["global"], relations["local"]
-        return x
+        return ISAOutput(x, relations["global"], relations["local"]) if return_relations else x

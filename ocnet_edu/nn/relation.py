@@ -26,7 +26,15 @@ import torch
 from einops import rearrange
 
 from ocnet_edu.nn.attention import SelfAttention
-from ocnet_edu.nn.isa import STAGES, InterlacedSparseSelfAttention, check_groups, check_stages, grouped_attention, padded_size
+from ocnet_edu.nn.isa import (
+    STAGES,
+    InterlacedSparseSelfAttention,
+    ISAOutput,
+    check_groups,
+    check_stages,
+    grouped_attention,
+    padded_size,
+)
 
 __all__ = [
     "permutation_indices",
@@ -48,7 +56,8 @@ ORDER_PATTERNS = {
 }
 
 
-def _check_divisible(num_positions: int, num_groups: int) -> int:
+def _check_divisible(num_positions: int, num_groups: int) -> None:
+    """Raise ``ValueError`` unless ``num_positions = P·Q`` with ``P = num_groups`` (both positive)."""
     if num_groups <= 0 or num_positions <= 0:
         raise ValueError(f"need positive sizes, got num_positions={num_positions}, num_groups={num_groups}")
     if num_positions % num_groups:
@@ -56,7 +65,6 @@ def _check_divisible(num_positions: int, num_groups: int) -> int:
             f"num_positions={num_positions} is not divisible by num_groups={num_groups}; "
             "the interlaced grouping needs N = P·Q"
         )
-    return num_positions // num_groups
 
 
 def permutation_indices(num_positions: int, num_groups: int) -> torch.Tensor:
@@ -177,17 +185,19 @@ def transform_free_isa(
         x: ``[B, C, H, W]``.
         groups: ``(P_h, P_w)``.
         stages: stage order, as for :class:`~ocnet_edu.nn.isa.InterlacedSparseSelfAttention`.
+        return_relations: also return the relations of both stages.
 
     Returns:
-        ``y [B, C, H, W]`` or ``(y, global_relation, local_relation)``.
+        ``y [B, C, H, W]``, or :class:`~ocnet_edu.nn.isa.ISAOutput`
+        ``(y, global_relation, local_relation)``.
     """
     groups, stages = check_groups(groups), check_stages(stages)
     if x.dim() != 4:
         raise ValueError(f"expected a 4-D input [B, C, H, W], got shape {tuple(x.shape)}")
     relations: dict[str, torch.Tensor | None] = {name: None for name in STAGES}
     for stage in stages:
-        x, relations[stage] = grouped_attention(x, x, x, stage, groups, return_weights=return_relations)
-    return (x, relations["global"], relations["local"]) if return_relations else x
+        x, relations[stage] = grouped_attention(x, x, x, stage, groups, return_relations=return_relations)
+    return ISAOutput(x, relations["global"], relations["local"]) if return_relations else x
 
 
 def _conv_matrix(conv: torch.nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,6 +226,23 @@ def affine_form(module: SelfAttention | InterlacedSparseSelfAttention) -> tuple[
         else:
             matrix, offset = matrix @ m, offset @ m + c
     return matrix, offset
+
+
+def _check_one_image_relations(
+    size: tuple[int, int], groups: tuple[int, int], global_relation: torch.Tensor, local_relation: torch.Tensor
+) -> tuple[int, int]:
+    """``(Q_h, Q_w)`` for ``size`` and ``groups``; ``ValueError`` unless the relations are one image's."""
+    p_h, p_w = groups
+    grid_h, grid_w = padded_size(size, groups)
+    q_h, q_w = grid_h // p_h, grid_w // p_w
+    expected_global = (p_h * p_w, q_h * q_w, q_h * q_w)
+    expected_local = (q_h * q_w, p_h * p_w, p_h * p_w)
+    if tuple(global_relation.shape) != expected_global or tuple(local_relation.shape) != expected_local:
+        raise ValueError(
+            f"for size {size} and groups {groups} expected relations of shapes {expected_global} and "
+            f"{expected_local} (one image), got {tuple(global_relation.shape)} and {tuple(local_relation.shape)}"
+        )
+    return q_h, q_w
 
 
 def visualize_relation(
@@ -251,15 +278,7 @@ def visualize_relation(
         raise ValueError(f"pixel ({i}, {j}) is outside the map of size {size}")
     if layout not in ("raster", "paper"):
         raise ValueError(f"layout must be 'raster' or 'paper', got {layout!r}")
-    grid_h, grid_w = padded_size(size, (p_h, p_w))
-    q_h, q_w = grid_h // p_h, grid_w // p_w
-    expected_global = (p_h * p_w, q_h * q_w, q_h * q_w)
-    expected_local = (q_h * q_w, p_h * p_w, p_h * p_w)
-    if tuple(global_relation.shape) != expected_global or tuple(local_relation.shape) != expected_local:
-        raise ValueError(
-            f"for size {size} and groups {(p_h, p_w)} expected relations of shapes {expected_global} and "
-            f"{expected_local} (one image), got {tuple(global_relation.shape)} and {tuple(local_relation.shape)}"
-        )
+    q_h, q_w = _check_one_image_relations(size, (p_h, p_w), global_relation, local_relation)
     global_index = (i % p_h) * p_w + (j % p_w)
     local_index = (i // p_h) * q_w + (j // p_w)
     global_rel = global_relation[global_index, local_index]
