@@ -77,6 +77,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C, H, W]``: two 3×3 convolutions plus the identity."""
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return self.relu(y + x)
@@ -119,6 +120,8 @@ class HighResolutionModule(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One map per branch ``[B, C_i, H/2^i, W/2^i]`` in, the same shapes out, each branch
+        refined and then fused with every other (up-/down-sampled to its resolution)."""
         if len(xs) != len(self.widths):
             raise ValueError(f"expected {len(self.widths)} branch inputs, got {len(xs)}")
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
@@ -148,6 +151,14 @@ def _transition(previous: Sequence[int], current: Sequence[int]) -> nn.ModuleLis
             steps.append(_conv3x3_bn(previous[-1], width, stride=2))
             layers.append(nn.Sequential(*steps))
     return nn.ModuleList(layers)
+
+
+def _check_hrnet_options(widths: tuple[int, ...], num_modules: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless HRNetV2 gets 4 widths, 3 module counts and positive sizes."""
+    if len(widths) != 4 or len(num_modules) != 3:
+        raise ValueError(f"HRNetV2 needs 4 widths and 3 num_modules, got {widths} and {num_modules}")
+    if min(widths + num_modules + sizes) < 1:
+        raise ValueError("all HRNet widths, counts and channels must be positive")
 
 
 class HRNet(nn.Module):
@@ -193,10 +204,7 @@ class HRNet(nn.Module):
     ) -> None:
         super().__init__()
         widths, num_modules = tuple(widths), tuple(num_modules)
-        if len(widths) != 4 or len(num_modules) != 3:
-            raise ValueError(f"HRNetV2 needs 4 widths and 3 num_modules, got {widths} and {num_modules}")
-        if min(widths + num_modules + (num_blocks, stem_channels, stage1_width, stage1_blocks, in_channels)) < 1:
-            raise ValueError("all HRNet widths, counts and channels must be positive")
+        _check_hrnet_options(widths, num_modules, (num_blocks, stem_channels, stage1_width, stage1_blocks, in_channels))
         self.in_channels = in_channels
         self.align_corners = align_corners
 

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "read_state_dict", "load_pretrained", "RESNET_IGNORED_PREFIXES", "HRNET_IGNORED_PREFIXES"]
+__all__ = ["LoadReport", "key_mismatches", "read_state_dict", "load_pretrained", "RESNET_IGNORED_PREFIXES", "HRNET_IGNORED_PREFIXES"]
 
 RESNET_IGNORED_PREFIXES: tuple[str, ...] = ("fc.",)
 HRNET_IGNORED_PREFIXES: tuple[str, ...] = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
@@ -88,6 +88,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in checkpoint.items()}
 
 
+def key_mismatches(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``source`` from loading into a module whose state dict is ``target``: one
+    listing each of missing keys, unexpected keys and shape mismatches (empty if it fits)."""
+    missing = [k for k in target if k not in source]
+    unexpected = [k for k in source if k not in target]
+    mismatched = [f"{k} (file {tuple(source[k].shape)} vs model {tuple(target[k].shape)})"
+                  for k in target if k in source and source[k].shape != target[k].shape]
+    listed = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+    return [_listing(title, keys) for title, keys in listed if keys]
+
+
 def load_pretrained(
     module: nn.Module,
     path: str | os.PathLike,
@@ -114,26 +125,10 @@ def load_pretrained(
     ignored = tuple(sorted(k for k in source if k.startswith(prefixes)))
     source = {k: v for k, v in source.items() if not k.startswith(prefixes)}
     target = {k: v for k, v in module.state_dict().items() if not k.startswith(prefixes)}
-
-    missing = [k for k in target if k not in source]
-    kept_default = [k for k in missing if k.endswith(_TOLERATED_MISSING_SUFFIX)]
-    missing = [k for k in missing if not k.endswith(_TOLERATED_MISSING_SUFFIX)]
-    unexpected = [k for k in source if k not in target]
-    mismatched = [
-        f"{k} (file {tuple(source[k].shape)} vs model {tuple(target[k].shape)})"
-        for k in target
-        if k in source and source[k].shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = [
-            _listing(title, keys)
-            for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                ("shape mismatches", mismatched))
-            if keys
-        ]
-        raise ValueError(
-            f"checkpoint {str(path)!r} does not match {type(module).__name__}: " + "; ".join(problems)
-        )
+    kept_default = [k for k in target if k not in source and k.endswith(_TOLERATED_MISSING_SUFFIX)]
+    problems = key_mismatches(source, {k: v for k, v in target.items() if k not in kept_default})
+    if problems:
+        raise ValueError(f"checkpoint {str(path)!r} does not match {type(module).__name__}: " + "; ".join(problems))
     result = module.load_state_dict(source, strict=False)
     leftover = [k for k in result.missing_keys if not k.startswith(prefixes) and k not in kept_default]
     if leftover or result.unexpected_keys:  # cannot happen after the checks above

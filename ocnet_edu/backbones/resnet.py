@@ -131,11 +131,25 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride=stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, in_channels, H, W] -> [B, width·4, H/stride, W/stride]``: the residual block."""
         shortcut = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
         return self.relu(y + shortcut)
+
+
+def _check_resnet_options(depth: int, output_stride: int, first_block_dilation: str, base_width: int,
+                          in_channels: int) -> None:
+    """Raise ``ValueError`` naming the argument of :class:`DilatedResNet` that is out of range."""
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ValueError(f"depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+    if output_stride not in _DILATIONS:
+        raise ValueError(f"output_stride must be one of {sorted(_DILATIONS)}, got {output_stride}")
+    if first_block_dilation not in ("previous", "full"):
+        raise ValueError(f"first_block_dilation must be 'previous' or 'full', got {first_block_dilation!r}")
+    if base_width < 1 or in_channels < 1:
+        raise ValueError(f"base_width and in_channels must be positive, got {base_width}, {in_channels}")
 
 
 class DilatedResNet(nn.Module):
@@ -182,58 +196,55 @@ class DilatedResNet(nn.Module):
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
-        if depth not in _BLOCKS_PER_STAGE:
-            raise ValueError(f"depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
-        if output_stride not in _DILATIONS:
-            raise ValueError(f"output_stride must be one of {sorted(_DILATIONS)}, got {output_stride}")
-        if first_block_dilation not in ("previous", "full"):
-            raise ValueError(f"first_block_dilation must be 'previous' or 'full', got {first_block_dilation!r}")
-        if base_width < 1 or in_channels < 1:
-            raise ValueError(f"base_width and in_channels must be positive, got {base_width}, {in_channels}")
+        _check_resnet_options(depth, output_stride, first_block_dilation, base_width, in_channels)
         self.depth = depth
         self.output_stride = output_stride
         self.first_block_dilation = first_block_dilation
         self.deep_stem = deep_stem
         self.in_channels = in_channels
-
-        # Stem: output stride 2 (conv) then 4 (max-pool).
-        if deep_stem:
-            self.conv1, self.bn1 = _conv_bn(in_channels, base_width, 3, stride=2)
-            self.conv2, self.bn2 = _conv_bn(base_width, base_width, 3)
-            self.conv3, self.bn3 = _conv_bn(base_width, 2 * base_width, 3)
-            stem_out = 2 * base_width
-        else:
-            self.conv1 = nn.Conv2d(in_channels, base_width, 7, stride=2, padding=3, bias=False)
-            self.bn1 = nn.BatchNorm2d(base_width)
-            stem_out = base_width
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-        dilations = _DILATIONS[output_stride]
-        channels = stem_out
-        previous_dilation = 1
-        stage_channels = []
-        for index, (num_blocks, dilation) in enumerate(zip(_BLOCKS_PER_STAGE[depth], dilations)):
-            width = base_width * 2**index
-            # layer1 never down-samples (the max-pool did); the others do unless dilated.
-            stride = 1 if index == 0 or dilation > 1 else 2
-            first_dilation = previous_dilation if first_block_dilation == "previous" else dilation
-            blocks = [Bottleneck(channels, width, stride=stride, dilation=first_dilation, projection=True)]
-            channels = width * Bottleneck.expansion
-            blocks += [Bottleneck(channels, width, dilation=dilation) for _ in range(num_blocks - 1)]
-            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
-            stage_channels.append(channels)
-            previous_dilation = dilation
-        self.stage_channels: tuple[int, ...] = tuple(stage_channels)
-        self.out_channels: int = stage_channels[3]
-        self.aux_channels: int = stage_channels[2]
-
+        stem_out = self._build_stem(base_width)
+        self.stage_channels: tuple[int, ...] = self._build_stages(stem_out, base_width)
+        self.out_channels: int = self.stage_channels[3]
+        self.aux_channels: int = self.stage_channels[2]
         self.fc: nn.Linear | None = nn.Linear(self.out_channels, num_fc_classes) if with_fc else None
         self.reset_parameters()
         if pretrained is not None:
             from ocnet_edu.backbones.imagenet import load_pretrained
 
             load_pretrained(self, pretrained, ignore_prefixes=("fc.",))
+
+    def _build_stem(self, base_width: int) -> int:
+        """Stem (output stride 2: conv, then 4: max-pool); returns its output channels."""
+        if self.deep_stem:
+            self.conv1, self.bn1 = _conv_bn(self.in_channels, base_width, 3, stride=2)
+            self.conv2, self.bn2 = _conv_bn(base_width, base_width, 3)
+            self.conv3, self.bn3 = _conv_bn(base_width, 2 * base_width, 3)
+            stem_out = 2 * base_width
+        else:
+            self.conv1 = nn.Conv2d(self.in_channels, base_width, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(base_width)
+            stem_out = base_width
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return stem_out
+
+    def _build_stages(self, channels: int, base_width: int) -> tuple[int, ...]:
+        """``layer1 … layer4`` with the strides and dilations of ``output_stride``; their channels."""
+        previous_dilation = 1
+        stage_channels = []
+        for index, (num_blocks, dilation) in enumerate(zip(_BLOCKS_PER_STAGE[self.depth],
+                                                           _DILATIONS[self.output_stride])):
+            width = base_width * 2**index
+            # layer1 never down-samples (the max-pool did); the others do unless dilated.
+            stride = 1 if index == 0 or dilation > 1 else 2
+            first_dilation = previous_dilation if self.first_block_dilation == "previous" else dilation
+            blocks = [Bottleneck(channels, width, stride=stride, dilation=first_dilation, projection=True)]
+            channels = width * Bottleneck.expansion
+            blocks += [Bottleneck(channels, width, dilation=dilation) for _ in range(num_blocks - 1)]
+            self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
+            stage_channels.append(channels)
+            previous_dilation = dilation
+        return tuple(stage_channels)
 
     def reset_parameters(self) -> None:
         """He (fan-out) initialisation of convolutions; BN weight 1, bias 0; default ``fc``."""

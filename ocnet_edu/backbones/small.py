@@ -67,6 +67,7 @@ class SmallBackbone(nn.Module):
         self.aux_channels = channels
 
     def forward(self, x: torch.Tensor) -> BackboneFeatures:
+        """``[B, 3, H, W]`` → :class:`BackboneFeatures` (``out`` at stride 8, ``aux`` the stage before)."""
         x = self.stem(x)
         outputs = []
         for stage in self.stages:

@@ -50,6 +50,7 @@ class ResidualISABlock(nn.Module):
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C, H, W]``: ``x + BN(conv(ISA(x)))`` (the identity at initialisation)."""
         return x + self.norm(self.project(self.isa(x)))
 
 
