@@ -1,0 +1,57 @@
+"""Pyramid-OC equals its definition (Eq. 27–29), built by hand region by region.
+
+The library batches the regions of every pyramid level with einops; here each region is cut out
+with plain slicing, passed through the level's OCP on its own, and put back. A head whose
+branches ran the OCP on the whole map (not on its k×k regions) would fail this test.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from ocnet_edu.heads import PyramidOC, region_sizes
+
+
+def by_hand(head: PyramidOC, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 27–29 with one OCP call per region: ``[B, C_in, H, W] -> [B, channels, H, W]``."""
+    reduced = head.reduce(x)
+    height, width = reduced.shape[-2:]
+    contexts = []
+    for k, ocp in zip(head.pyramid, head.ocps):
+        context = torch.empty_like(reduced)
+        rows = list(itertools.accumulate(region_sizes(height, k), initial=0))
+        cols = list(itertools.accumulate(region_sizes(width, k), initial=0))
+        for (top, bottom), (left, right) in itertools.product(zip(rows, rows[1:]), zip(cols, cols[1:])):
+            region = reduced[..., top:bottom, left:right]
+            context[..., top:bottom, left:right] = ocp(region)  # Eq. 27-28: the region's own context
+        contexts.append(context)
+    return head.fuse(torch.cat([*contexts, head.expand(reduced)], dim=1))  # Eq. 29
+
+
+@pytest.mark.parametrize("ocp", ["sa", "isa"])
+@pytest.mark.parametrize("size", [(12, 12), (13, 17), (7, 6)])
+def test_pyramid_oc_is_its_region_by_region_definition(ocp, size, one_thread):
+    torch.manual_seed(0)
+    options = {"groups": (2, 2)} if ocp == "isa" else {}
+    head = PyramidOC(8, ocp=ocp, channels=8, key_channels=4, value_channels=4, **options).eval()
+    for module in head.modules():  # non-trivial BN statistics, so that every layer matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 8, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), by_hand(head, x), rtol=1e-5, atol=1e-5)
+
+
+def test_region_contexts_differ_from_whole_map_context(one_thread):
+    """The test above can tell regions from the whole map: at k = 2 they give other outputs."""
+    torch.manual_seed(0)
+    head = PyramidOC(8, ocp="sa", channels=8, pyramid=(2,)).eval()
+    reduced = torch.randn(1, 8, 12, 12)
+    whole = head.ocps[0](reduced)
+    regional = torch.cat([torch.cat([head.ocps[0](reduced[..., r:r + 6, c:c + 6]) for c in (0, 6)], dim=-1)
+                          for r in (0, 6)], dim=-2)
+    assert (whole - regional).abs().max() > 1e-3
