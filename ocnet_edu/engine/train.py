@@ -21,7 +21,17 @@ A run directory holds ``config.yaml`` (the final config), ``metrics.csv`` (one r
 Training is exactly resumable: the data order of every epoch is a function of (seed, epoch), the
 augmentation of every sample a function of (seed, epoch, index), and the checkpoint carries
 model, optimizer, scheduler, scaler, iteration and the RNG states, so a run stopped and resumed
-ends with the same weights as one that never stopped.
+ends with the same weights as one that never stopped -- **on the CPU**. On CUDA the same data,
+augmentations, dropout masks and optimizer state come back, but cuDNN's convolution algorithms
+and the backward of bilinear upsampling (atomic adds) are not deterministic, so two CUDA runs,
+resumed or not, drift apart in the last bits and then further. ``runtime.deterministic=true``
+(:func:`backend_flags`) removes what PyTorch can (cuDNN, cuBLAS) at a cost that ``make gpu-check``
+measures; the operations without a deterministic CUDA kernel still warn and still differ.
+
+On GPUs: the loss is read back to the host every ``runtime.log_every`` steps (:func:`read_loss`),
+a non-finite loss on any process stops every process, ``cudnn.benchmark`` is on for the fixed-size
+crops, ``runtime.amp_dtype=auto`` is float16 where bfloat16 is only emulated, and
+``torchrun --nproc_per_node=1`` already runs the process-group path (DDP, SyncBatchNorm).
 """
 
 from __future__ import annotations
@@ -117,7 +127,9 @@ def resume_from(state: TrainState, path: Path, ctx: distributed.DistributedConte
     The file is read onto the CPU whatever ``ctx.device`` is: the RNG states must be CPU tensors,
     and ``load_state_dict`` copies weights and optimizer buffers to where the model lives. A run
     saved without a gradient scaler (float32 or bfloat16) and resumed with float16 autocast
-    starts a fresh scaler (:func:`_load_scaler`).
+    starts a fresh scaler (:func:`_load_scaler`). The resumed run then repeats the one that
+    never stopped exactly on the CPU; on CUDA only up to the nondeterminism of its kernels (see
+    the module docstring).
     """
     if not path.exists():
         return False
