@@ -14,7 +14,7 @@ BOOK_CHECKS ?= 01_introduction=math,img 02_context_sets=math,img 03_self_attenti
 	11_ablations=math,img 12_what_the_model_attends_to=math,img 13_state_of_the_art=math,img
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
-.PHONY: install test test-lib test-book book check-book chromium clean
+.PHONY: install test test-lib test-book book check-book chromium clean gpu-check
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ check-book: chromium book
 
 chromium:
 	command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+
+## The GPU training stack end to end on one CUDA GPU in under 8 minutes (torchrun + NCCL, float16,
+## compile, deterministic cost, resume, ms+flip+sliding evaluation, efficiency, every chapter at full
+## scale): report in docs/gpu-check/report.md. Refuses without CUDA; DEVICE=cpu is the dry run
+## (every part at tiny size on the CPU, report in runs/gpu-check-dry/report.md).
+gpu-check: install
+	$(PY) scripts/gpu_check.py $(if $(filter cpu,$(DEVICE)),--dry-run)
 
 clean:
 	rm -rf _build .pytest_cache book/_mathjax

@@ -114,15 +114,20 @@ class LossConfig:
 @dataclass
 class RuntimeConfig:
     """Where and how to run; ``device="auto"`` picks CUDA when present; ``amp_dtype`` is the
-    autocast dtype when ``amp`` is on; ``freeze_bn`` keeps every BatchNorm on its running
-    statistics during training (its affine parameters still learn)."""
+    autocast dtype when ``amp`` is on (``auto``: bfloat16, or float16 on a GPU without native
+    bfloat16); ``freeze_bn`` keeps every BatchNorm on its running statistics during training (its
+    affine parameters still learn); ``deterministic`` asks for deterministic algorithms (slower;
+    see :func:`ocnet_edu.engine.train.backend_flags`); ``log_every`` is how often (in steps) the
+    loss is read back from the device and a row written to ``metrics.csv``."""
 
     device: str = "auto"
     amp: bool = False
-    amp_dtype: str = "bfloat16"
+    amp_dtype: str = "auto"
     channels_last: bool = False
     freeze_bn: bool = False
     compile: bool = False
+    deterministic: bool = False
+    log_every: int = 1
     seed: int = 0
     workers: int = 4
     out_dir: str = "runs/default"

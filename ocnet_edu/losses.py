@@ -32,18 +32,21 @@ def ohem_kept_mask(
     A labelled pixel is *hard* when the predicted probability of its true class is at most the
     threshold. All hard pixels are kept; if there are fewer than ``min_kept``, the threshold is
     raised to the ``min_kept``-th smallest probability so that at least that many are kept.
+
+    Everything stays on the device (no ``.item()``): the ignored pixels are filled with 2, above
+    every probability, so the ``min(min_kept, pixels)``-th smallest value over *all* pixels is the
+    ``min_kept``-th smallest valid one when there are that many valid pixels, and 2 (keep every
+    valid pixel) when there are fewer: the same mask as ranking the valid pixels alone.
     """
     with torch.no_grad():
         valid = target != ignore_index
         prob = logits.float().softmax(dim=1)
         true_prob = prob.gather(1, target.clamp(min=0, max=logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
         true_prob = true_prob.masked_fill(~valid, 2.0)  # never kept
-        num_valid = int(valid.sum())
-        threshold = thresh
-        if min_kept > 0 and num_valid > 0:
-            k = min(min_kept, num_valid)
-            kth = true_prob.flatten().kthvalue(k).values.item()
-            threshold = max(threshold, kth)
+        threshold = torch.full((), thresh, dtype=true_prob.dtype, device=true_prob.device)
+        if min_kept > 0 and true_prob.numel() > 0:
+            kth = true_prob.flatten().kthvalue(min(min_kept, true_prob.numel())).values
+            threshold = torch.maximum(threshold, kth)
         return valid & (true_prob <= threshold)
 
 

@@ -78,6 +78,12 @@ class DistributedContext:
         """Whether more than one process takes part."""
         return self.world_size > 1
 
+    @property
+    def parallel(self) -> bool:
+        """Whether a process group runs (several processes, or one launched by torchrun): then
+        training wraps the model in DistributedDataParallel (and SyncBatchNorm on GPUs)."""
+        return self.distributed or _initialized()
+
 
 def setup(device: str = "auto") -> DistributedContext:
     """Initialise the process group if launched by torchrun, and pick this process's device.
@@ -93,10 +99,16 @@ def setup(device: str = "auto") -> DistributedContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    if world_size() > 1 and not _initialized():
+    if (world_size() > 1 or _launched_by_torchrun()) and not _initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     torch_device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     return DistributedContext(rank(), world_size(), local_rank, torch_device)
+
+
+def _launched_by_torchrun() -> bool:
+    """Whether torchrun started this process (also with ``--nproc_per_node=1``, which then runs
+    the NCCL/gloo, DDP and SyncBatchNorm code paths on one device)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
 
 
 def cleanup() -> None:

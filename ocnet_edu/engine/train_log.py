@@ -1,7 +1,8 @@
 """What a training run reports per iteration: ``metrics.csv`` (and TensorBoard), a progress bar.
 
-``metrics.csv`` has one row per iteration: ``iteration, loss, lr, images_per_s`` (the loss
-averaged over the processes, the learning rate the step used, the throughput of the step). On
+``metrics.csv`` has one row per iteration (per ``runtime.log_every`` iterations):
+``iteration, loss, lr, images_per_s`` (the loss averaged over the processes and over the steps
+since the previous row, the learning rate the last step used, the throughput of those steps). On
 resume, the rows past the checkpoint's iteration are dropped first, so that a stopped and resumed
 run has the same file as one that never stopped.
 """
@@ -53,7 +54,7 @@ class MetricsWriter:
 class TrainLog:
     """The per-iteration report of a run: CSV rows (only where ``metrics_path`` is given, i.e. on
     rank 0), a tqdm bar from ``start`` to ``max_iters`` (if ``progress``) and the throughput in
-    images per second of the global batch of ``batch_size``."""
+    images per second of the global batch of ``batch_size``, over the steps since the last row."""
 
     def __init__(self, metrics_path: Path | None, start: int, max_iters: int, batch_size: int, progress: bool) -> None:
         from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
@@ -63,16 +64,18 @@ class TrainLog:
                         dynamic_ncols=True)
         self.batch_size = batch_size
         self.tick = time.perf_counter()
+        self.last = start
 
     def step(self, iteration: int, loss: float, lr: float) -> None:
-        """Report the step that brought the run to ``iteration`` steps, with its loss and learning rate."""
-        now = time.perf_counter()
-        images_per_s = self.batch_size / max(now - self.tick, 1e-9)
-        self.tick = now
+        """Report the steps that brought the run to ``iteration`` steps (one, or all since the
+        last report), with their mean loss and the last learning rate."""
+        now, steps = time.perf_counter(), iteration - self.last
+        images_per_s = self.batch_size * steps / max(now - self.tick, 1e-9)
+        self.tick, self.last = now, iteration
         if self.writer is not None:
             self.writer.write(iteration, loss, lr, images_per_s)
         self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}")
-        self.bar.update(1)
+        self.bar.update(steps)
 
     def close(self) -> None:
         """Close the progress bar."""

@@ -1,0 +1,347 @@
+"""The GPU training stack, checked where a CPU can show it (issue 16; the rest is `make gpu-check`).
+
+Each test names the failure it guards against: resuming onto another device, a non-finite loss
+on one rank only, resuming float16 from a run without a scaler, identical dropout on every rank,
+backend flags, torch.compile with SyncBatchNorm, host syncs per step, bfloat16 on GPUs that only
+emulate it, and a DataLoader rebuilt every epoch. Two-process tests run gloo in spawned processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import traceback
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ocnet_edu.config import load_config
+from ocnet_edu.engine import checkpoint as ckpt
+from ocnet_edu.engine import distributed, loader
+from ocnet_edu.engine.builders import build_train_dataset
+from ocnet_edu.engine.loader import EpochBatchSampler, epoch_batches, train_loader
+from ocnet_edu.engine.train import (_amp_dtype, backend_flags, parallelize, read_loss, resume_from, save_checkpoint,
+                                    setup, train, train_step)
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
+CPU = distributed.DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = ("model.backbone_options={width: 8, blocks: [1, 1, 1]}", "model.context_options={channels: 16, groups: [2, 2]}",
+        "data.crop_size=[32,32]", "data.synthetic_size=[32,32]", "data.synthetic_length=8", "schedule.batch_size=2",
+        "schedule.checkpoint_every=100", "runtime.workers=0")
+
+
+def tiny_config(out_dir, *overrides):
+    """A synthetic config small enough for several processes on two shared cores."""
+    return load_config(SYNTHETIC, [f"runtime.out_dir={out_dir}", *TINY, *overrides])
+
+
+def batch(cfg, seed=0):
+    """A random batch of the config's crop size: images ``[2, 3, H, W]``, labels ``[2, H, W]``."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = cfg.data.crop_size
+    return (torch.randn(2, 3, height, width, generator=generator),
+            torch.randint(0, cfg.model.num_classes, (2, height, width), generator=generator))
+
+
+def read_rows(run_dir):
+    return pd.read_csv(Path(run_dir) / "metrics.csv")
+
+
+# ---------------------------------------------------------------- item 1: resume onto any device
+def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_device(tmp_path):
+    """On CUDA, loading with ``map_location=device`` put the saved RNG states on the GPU and
+    ``torch.set_rng_state`` failed; ``meta`` stands in for a device that is not the CPU."""
+    cfg = tiny_config(tmp_path, "model.dropout=0.1")
+    state = setup(cfg, CPU)
+    train_step(state, *batch(cfg))
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    saved = ckpt.load(tmp_path / "checkpoint.pt")
+    fresh = setup(cfg, CPU)
+    elsewhere = distributed.DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("meta"))
+    assert resume_from(fresh, tmp_path / "checkpoint.pt", elsewhere)
+    assert fresh.iteration == 1
+    assert torch.equal(torch.get_rng_state(), saved["rng"][0]["torch"])
+    for key, value in fresh.model.state_dict().items():
+        assert torch.equal(value, saved["model"][key]), key
+
+
+# ---------------------------------------------------------------- item 4: float16 after bfloat16/float32
+def test_resuming_with_float16_from_a_run_without_scaler_starts_a_fresh_scaler(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    state = setup(cfg, CPU)
+    assert not state.scaler.is_enabled()
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    assert ckpt.load(tmp_path / "checkpoint.pt")["scaler"] == {}
+    resumed = setup(cfg, CPU)
+    resumed.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**16)  # what float16 on a GPU builds
+    assert resume_from(resumed, tmp_path / "checkpoint.pt", CPU)
+    assert resumed.scaler.is_enabled() and resumed.scaler.get_scale() == 2.0**16
+    assert "runtime.amp_dtype=float16 starts a fresh scaler" in capsys.readouterr().out
+    # a saved scaler state still loads
+    resumed.scaler.scale(torch.ones(()))  # the scale tensor is created lazily
+    resumed.scaler.update(new_scale=512.0)
+    save_checkpoint(resumed, tmp_path / "scaled.pt")
+    again = setup(cfg, CPU)
+    again.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    resume_from(again, tmp_path / "scaled.pt", CPU)
+    assert again.scaler.get_scale() == 512.0
+
+
+# ---------------------------------------------------------------- two gloo processes
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, task: str, out_dir: str) -> None:
+    """Rank ``rank`` of 2 gloo processes: run ``task`` and write ``<out_dir>/rank<r>.json``."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    try:
+        result = TASKS[task](rank, Path(out_dir))
+    except Exception as error:  # noqa: BLE001 - reported to the parent
+        result = {"error": type(error).__name__, "message": str(error), "trace": traceback.format_exc()}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def _nan_on_rank_one(rank: int, out_dir: Path) -> dict:
+    """Train where rank 1's second loss is NaN (rank 0's losses all finite)."""
+    from ocnet_edu.model import OCNet
+
+    original, calls = OCNet.loss, []
+
+    def loss(self, *args, **kwargs):
+        value = original(self, *args, **kwargs)
+        calls.append(1)
+        return value * float("nan") if rank == 1 and len(calls) == 2 else value
+
+    OCNet.loss = loss
+    train(tiny_config(out_dir / "run", "schedule.max_iters=6"), progress=False)
+    return {"error": None}
+
+
+def _initial_weights_and_dropout(rank: int, out_dir: Path) -> dict:
+    """After :func:`setup`: a checksum of the initial weights and a Dropout2d mask, gathered."""
+    ctx = distributed.setup("cpu")
+    try:
+        state = setup(tiny_config(out_dir / "run"), ctx)
+        weights = torch.cat([p.detach().flatten() for p in state.model.parameters()])
+        mask = F.dropout2d(torch.ones(1, 64, 1, 1), 0.5, training=True).flatten().tolist()
+        gathered = distributed.all_gather_object({"weights": weights.double().sum().item(),
+                                                  "first": weights[:50].tolist(), "mask": mask})
+    finally:
+        distributed.cleanup()
+    return {"gathered": gathered}
+
+
+TASKS = {"nan": _nan_on_rank_one, "dropout": _initial_weights_and_dropout}
+
+
+def run_two_ranks(task: str, tmp_path: Path, timeout: float = 240.0) -> list[dict]:
+    """Run ``task`` on 2 spawned gloo processes; both must finish within ``timeout`` seconds."""
+    port, context = _free_port(), mp.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(rank, port, task, str(tmp_path))) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout)
+    alive = [p for p in processes if p.is_alive()]
+    for process in alive:
+        process.kill()
+    assert not alive, f"{len(alive)} process(es) still running after {timeout} s (blocked in a collective?)"
+    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
+def test_a_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
+    """Before: rank 1 raised alone, and rank 0 waited in the next all-reduce until the timeout."""
+    results = run_two_ranks("nan", tmp_path)
+    for rank, result in enumerate(results):
+        assert result["error"] == "FloatingPointError", (rank, result.get("trace"))
+        assert "process 1 at iteration 2" in result["message"] and "1 of 2" in result["message"]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no state with NaN weights was saved
+
+
+def test_ranks_start_from_the_same_weights_but_draw_different_dropout(tmp_path):
+    results = run_two_ranks("dropout", tmp_path)
+    assert all("gathered" in r for r in results), results
+    rank0, rank1 = results[0]["gathered"]
+    assert rank0["weights"] == rank1["weights"] and rank0["first"] == rank1["first"]
+    assert rank0["mask"] != rank1["mask"]
+    # rank 0 keeps the stream of a single process (single-process runs are unchanged)
+    setup(tiny_config(tmp_path / "single"), CPU)
+    assert F.dropout2d(torch.ones(1, 64, 1, 1), 0.5, training=True).flatten().tolist() == rank0["mask"]
+
+
+# ---------------------------------------------------------------- items 8, 12: backend flags
+@pytest.fixture
+def restore_backends():
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    yield saved
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def test_backend_flags_benchmark_on_cuda_deterministic_on_request_restored_after(restore_backends):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # the flags are plain settings: no GPU needed
+    with backend_flags(cuda, deterministic=False):
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == restore_backends[::2]
+    with backend_flags(cuda, deterministic=True):
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled()
+    with backend_flags(cpu, deterministic=False):
+        assert not torch.backends.cudnn.benchmark
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled()) == restore_backends[:3]
+
+
+def test_deterministic_training_sets_cublas_workspace_and_matches_on_the_cpu(tmp_path, monkeypatch, restore_backends):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    plain = train(tiny_config(tmp_path / "plain", "schedule.max_iters=3", "model.dropout=0.1"), progress=False)
+    strict = train(tiny_config(tmp_path / "strict", "schedule.max_iters=3", "model.dropout=0.1",
+                               "runtime.deterministic=true"), progress=False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled()  # restored: evaluation is not affected
+    assert plain["final_loss"] == strict["final_loss"]  # the CPU kernels are deterministic anyway
+
+
+# ---------------------------------------------------------------- item 10: compile with SyncBatchNorm
+def test_compile_with_sync_batchnorm_warns_naming_runtime_compile(tmp_path):
+    cfg = tiny_config(tmp_path, "runtime.compile=true")
+    state = setup(cfg, CPU)
+    with pytest.warns(RuntimeWarning, match=r"runtime\.compile=true with SyncBatchNorm") as caught:
+        state.model = nn.SyncBatchNorm.convert_sync_batchnorm(state.model)  # what several GPUs get
+        parallelize(state, cfg, CPU)
+    count = sum(isinstance(m, nn.SyncBatchNorm) for m in state.model.modules())
+    messages = [str(w.message) for w in caught if "SyncBatchNorm" in str(w.message)]
+    assert count > 0 and len(messages) == 1 and f"each of the {count} SyncBatchNorm" in messages[0]
+    plain = setup(cfg, CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parallelize(plain, cfg, CPU)  # plain BatchNorm: no warning
+
+
+# ---------------------------------------------------------------- item 11: no host sync per step
+HOST_READS = {"item", "__bool__", "__int__", "__float__", "__index__", "tolist", "numpy", "cpu"}
+
+
+class HostReads(TorchFunctionMode):
+    """Records every tensor method that copies a value to the host (a device sync on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in HOST_READS:
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("amp", ["false", "true"])
+def test_train_step_and_ohem_never_read_the_device(tmp_path, amp):
+    cfg = tiny_config(tmp_path, "loss.ohem=true", "loss.ohem_min_kept=50", "loss.class_weights=[1,2,2,2,2]",
+                      "model.dropout=0.1", f"runtime.amp={amp}", "runtime.amp_dtype=bfloat16")
+    state = setup(cfg, CPU)
+    with HostReads() as reads:
+        for seed in range(3):
+            train_step(state, *batch(cfg, seed))
+    assert reads.calls == []
+    with HostReads() as reads:
+        loss = read_loss(state, CPU)
+    assert reads.calls == ["tolist"] and loss > 0  # the one read of the loop, every log_every steps
+
+
+def test_log_every_writes_the_mean_loss_of_the_window_and_still_catches_nan(tmp_path, monkeypatch):
+    train(tiny_config(tmp_path / "every", "schedule.max_iters=7"), progress=False)
+    train(tiny_config(tmp_path / "third", "schedule.max_iters=7", "runtime.log_every=3"), progress=False)
+    every, third = read_rows(tmp_path / "every"), read_rows(tmp_path / "third")
+    assert every["iteration"].tolist() == list(range(1, 8))
+    assert third["iteration"].tolist() == [3, 6, 7]  # every third step, and the last
+    windows = [every["loss"][0:3].mean(), every["loss"][3:6].mean(), every["loss"][6:7].mean()]
+    assert third["loss"].tolist() == pytest.approx(windows, abs=2e-6)
+    assert third["lr"].tolist() == every["lr"][[2, 5, 6]].tolist()
+
+    from ocnet_edu.model import OCNet
+
+    original, calls = OCNet.loss, []
+
+    def loss(self, *args, **kwargs):
+        calls.append(1)
+        value = original(self, *args, **kwargs)
+        return value * float("inf") if len(calls) == 2 else value
+
+    monkeypatch.setattr(OCNet, "loss", loss)
+    with pytest.raises(FloatingPointError, match="process 0 at iteration 2"):
+        train(tiny_config(tmp_path / "inf", "schedule.max_iters=6", "runtime.log_every=4"), progress=False)
+    assert len(calls) == 4 and not (tmp_path / "inf" / "checkpoint.pt").exists()
+
+
+# ---------------------------------------------------------------- item 13: bfloat16 only where native
+def test_amp_dtype_auto_picks_float16_where_bfloat16_is_only_emulated(monkeypatch, capsys, tmp_path):
+    cuda = torch.device("cuda")
+    native = {"value": False}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or native["value"])
+    auto = tiny_config(tmp_path, "runtime.amp=true")
+    assert auto.runtime.amp_dtype == "auto"  # the default: "not set by the user"
+    assert _amp_dtype(auto, cuda, announce=True) == torch.float16  # a V100/T4
+    assert "no native bfloat16" in capsys.readouterr().out
+    native["value"] = True
+    assert _amp_dtype(auto, cuda, announce=True) == torch.bfloat16  # A100, H100
+    assert _amp_dtype(auto, torch.device("cpu")) == torch.bfloat16
+    native["value"] = False
+    explicit = tiny_config(tmp_path, "runtime.amp=true", "runtime.amp_dtype=bfloat16")
+    assert _amp_dtype(explicit, cuda) == torch.bfloat16  # an explicit choice is kept
+    assert _amp_dtype(tiny_config(tmp_path), cuda) is None  # amp off
+    with pytest.raises(ValueError, match="runtime.amp_dtype must be 'auto', 'bfloat16' or 'float16'"):
+        _amp_dtype(tiny_config(tmp_path, "runtime.amp=true", "runtime.amp_dtype=half"), cuda)
+
+
+# ---------------------------------------------------------------- item 15: one DataLoader per run
+def test_epoch_batch_sampler_is_the_per_epoch_order_and_resumes_as_its_tail():
+    args = (20, 4, 2, 1, 7)  # samples, batch, world size, rank, seed: 5 steps per epoch
+    expected = [[(epoch, i) for i in b] for epoch in range(4) for b in epoch_batches(*args, epoch)]
+    assert list(EpochBatchSampler(*args, start=0, stop=17)) == expected[:17]
+    for start in (3, 5, 12):
+        sampler = EpochBatchSampler(*args, start=start, stop=17)
+        assert len(sampler) == 17 - start and list(sampler) == expected[start:17]
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpochBatchSampler(3, 4, 1, 0, 0, 0, 10)
+
+
+def test_one_loader_per_run_and_workers_see_the_epoch(tmp_path, monkeypatch):
+    built = []
+
+    class CountingLoader(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(loader, "DataLoader", CountingLoader)
+    train(tiny_config(tmp_path / "run", "schedule.max_iters=9"), progress=False)  # 4 steps/epoch: 3 epochs
+    assert len(built) == 1 and built[0]["persistent_workers"] is False
+    # two persistent workers deliver exactly the samples of each (epoch, index), across epochs
+    cfg = tiny_config(tmp_path / "w")
+    dataset = build_train_dataset(cfg)
+    stream = train_loader(dataset, 2, 1, 0, seed=0, start=3, stop=10, workers=2)
+    assert built[-1]["persistent_workers"] is True
+    reference = build_train_dataset(cfg)
+    for keys, (images, labels) in zip(EpochBatchSampler(8, 2, 1, 0, 0, 3, 10), stream):
+        for (epoch, index), image, label in zip(keys, images, labels):
+            reference.set_epoch(epoch)
+            want_image, want_label = reference[index]
+            assert torch.equal(image, want_image) and torch.equal(label, want_label), (epoch, index)
