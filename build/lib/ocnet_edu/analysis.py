@@ -1,0 +1,87 @@
+"""Does the learned relation approximate object context? A measurement (Sec. 3.1, Fig. 1, 6, 7).
+
+The paper's central claim is that the dense relation ``W`` learned by SA or ISA is a soft
+surrogate of the binary relation of Eq. 3: pixel ``i`` should put its weight on pixels of its own
+class. :func:`same_class_mass` turns the claim into a number: the relation mass that falls on
+pixels of the query's class, averaged over query pixels, next to what a *uniform* relation would
+put there (the fraction of pixels of that class). A relation that ignores classes scores the
+uniform value; the binary relation of Eq. 3 (rows normalised) scores 1.
+
+:func:`relation_of` extracts the dense relation of the OCP inside a Base-OC head of a model, and
+:func:`labels_at` brings a label map down to the feature-map resolution the relation lives at.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
+from ocnet_edu.nn.relation import dense_relation
+
+__all__ = ["same_class_mass", "labels_at", "relation_of"]
+
+
+def same_class_mass(
+    relation: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relation mass on same-class pixels, and the uniform baseline, per image.
+
+    Args:
+        relation: ``[B, N, N]`` row-stochastic relation (raster order).
+        labels: ``[B, N]`` or ``[B, H, W]`` (with ``H·W = N``) integer labels.
+        ignore_index: query pixels with this label are skipped; key pixels with it never count
+            as "same class".
+
+    Returns:
+        ``(mass [B], uniform [B])``: means over the labelled query pixels of
+        ``Σ_j W_ij [l_j = l_i]`` and of ``#{j : l_j = l_i} / N``. NaN for an image with no
+        labelled pixel.
+    """
+    if labels.dim() == 3:
+        labels = rearrange(labels, "b h w -> b (h w)")
+    if relation.dim() != 3 or relation.shape[-1] != relation.shape[-2] or labels.shape != relation.shape[:2]:
+        raise ValueError(f"expected relation [B, N, N] and labels [B, N], got {tuple(relation.shape)} and "
+                         f"{tuple(labels.shape)}")
+    valid = labels != ignore_index
+    same = (labels[:, :, None] == labels[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    mass = (relation * same).sum(-1)
+    uniform = same.sum(-1) / labels.shape[-1]
+    count = valid.sum(-1)
+    nan = torch.full_like(count, float("nan"), dtype=relation.dtype)
+    mean = lambda v: torch.where(count > 0, (v * valid).sum(-1) / count.clamp(min=1), nan)  # noqa: E731
+    return mean(mass), mean(uniform.to(relation.dtype))
+
+
+def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resampling of ``[B, H, W]`` labels to ``size`` (the feature map's)."""
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
+
+
+@torch.no_grad()
+def relation_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The dense relation ``[B, h·w, h·w]`` of the OCP in a Base-OC head of an OCNet model.
+
+    For an ISA OCP, the two sparse relations are combined with :func:`dense_relation` (Eq. 9);
+    an SA OCP's relation is dense already.
+
+    Args:
+        model: an :class:`~ocnet_edu.model.OCNet` whose ``context`` has ``reduce`` and ``ocp``.
+        images: ``[B, 3, H, W]``.
+    """
+    context = model.context
+    if not hasattr(context, "ocp") or not hasattr(context, "reduce"):
+        raise ValueError(f"relation_of needs a Base-OC head with an OCP, got {type(context).__name__}")
+    was_training = model.training
+    model.eval()
+    reduced = context.reduce(model.backbone(images).out)
+    ocp = context.ocp
+    out = ocp(reduced, return_relations=True)
+    if isinstance(ocp, InterlacedSparseSelfAttention):
+        relation = dense_relation(out.global_relation, out.local_relation, ocp.groups, reduced.shape[-2:], ocp.stages)
+    else:
+        relation = out.relation
+    model.train(was_training)
+    return relation

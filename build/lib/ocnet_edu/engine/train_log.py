@@ -1,0 +1,79 @@
+"""What a training run reports per iteration: ``metrics.csv`` (and TensorBoard), a progress bar.
+
+``metrics.csv`` has one row per iteration: ``iteration, loss, lr, images_per_s`` (the loss
+averaged over the processes, the learning rate the step used, the throughput of the step). On
+resume, the rows past the checkpoint's iteration are dropped first, so that a stopped and resumed
+run has the same file as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+__all__ = ["MetricsWriter", "TrainLog"]
+
+
+class MetricsWriter:
+    """Append one CSV row per iteration to ``path``; on resume from ``start``, drop later rows first.
+
+    Also writes the loss and learning rate to TensorBoard (``<run>/tensorboard``) when it is installed.
+    """
+
+    FIELDS = ("iteration", "loss", "lr", "images_per_s")
+
+    def __init__(self, path: Path, start: int) -> None:
+        rows = []
+        if path.exists() and start > 0:
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= start]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.path = path
+        self.tensorboard = None
+        try:  # optional: TensorBoard if installed
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, iteration: int, loss: float, lr: float, images_per_s: float) -> None:
+        """Append the row of ``iteration`` (the number of steps done) and log it to TensorBoard."""
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([iteration, f"{loss:.6f}", f"{lr:.8g}", f"{images_per_s:.3f}"])
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar("train/loss", loss, iteration)
+            self.tensorboard.add_scalar("train/lr", lr, iteration)
+
+
+class TrainLog:
+    """The per-iteration report of a run: CSV rows (only where ``metrics_path`` is given, i.e. on
+    rank 0), a tqdm bar from ``start`` to ``max_iters`` (if ``progress``) and the throughput in
+    images per second of the global batch of ``batch_size``."""
+
+    def __init__(self, metrics_path: Path | None, start: int, max_iters: int, batch_size: int, progress: bool) -> None:
+        from tqdm import tqdm  # plain bars: tqdm.auto warns in notebooks without ipywidgets
+
+        self.writer = MetricsWriter(metrics_path, start) if metrics_path is not None else None
+        self.bar = tqdm(total=max_iters, initial=start, disable=not progress, desc="train", unit="it",
+                        dynamic_ncols=True)
+        self.batch_size = batch_size
+        self.tick = time.perf_counter()
+
+    def step(self, iteration: int, loss: float, lr: float) -> None:
+        """Report the step that brought the run to ``iteration`` steps, with its loss and learning rate."""
+        now = time.perf_counter()
+        images_per_s = self.batch_size / max(now - self.tick, 1e-9)
+        self.tick = now
+        if self.writer is not None:
+            self.writer.write(iteration, loss, lr, images_per_s)
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        self.bar.close()

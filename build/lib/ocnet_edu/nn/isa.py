@@ -1,0 +1,243 @@
+"""Interlaced sparse self-attention (ISA): Eq. 5–9, 12–21 and Algorithm 1 of the OCNet paper.
+
+Axis glossary (used by every einops pattern in this package):
+
+====  =================================================================
+b     batch
+c     channels
+h, w  height and width of the map, in raster order
+ph    index of the *global* group along the height, ``0 ≤ ph < P_h``
+pw    index of the global group along the width, ``0 ≤ pw < P_w``
+qh    index of the *local* group along the height, ``0 ≤ qh < Q_h``
+qw    index of the local group along the width, ``0 ≤ qw < Q_w``
+n, m  positions inside one group (query and key)
+====  =================================================================
+
+A pixel sits at ``h = qh·P_h + ph`` and ``w = qw·P_w + pw`` (Algorithm 1, line 9). Pixels that
+share the *remainder* ``(ph, pw)`` form one global group (Eq. 7): they lie ``P_h``/``P_w`` apart
+and span the whole image. Pixels that share the *quotient* ``(qh, qw)`` form one local group
+(Eq. 8): a ``P_h × P_w`` block of neighbours. The global stage runs self-attention inside each
+of the ``P_h·P_w`` global groups (``Q_h·Q_w`` members each), the local stage inside each of the
+``Q_h·Q_w`` local groups (``P_h·P_w`` members each). Two hops connect every output to every input.
+
+Sizes that are not multiples of the group counts are padded at the bottom/right to
+``Q_h·P_h × Q_w·P_w`` with ``Q_h = ceil(H / P_h)``; padded positions are masked out as keys, so
+they receive exactly zero relation weight, and are cropped away after each stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
+
+__all__ = [
+    "STAGES",
+    "GROUP_PATTERNS",
+    "ISAOutput",
+    "grouped_attention",
+    "padded_size",
+    "InterlacedSparseSelfAttention",
+]
+
+STAGES = ("global", "local")
+
+#: raster map -> groups of positions, for each stage (the group is folded into the batch axis)
+GROUP_PATTERNS = {
+    "global": "b c (qh ph) (qw pw) -> (b ph pw) (qh qw) c",
+    "local": "b c (qh ph) (qw pw) -> (b qh qw) (ph pw) c",
+}
+
+#: the same grouping for a ``[h, w]`` validity mask, repeated over the batch
+MASK_PATTERNS = {
+    "global": "(qh ph) (qw pw) -> (b ph pw) (qh qw)",
+    "local": "(qh ph) (qw pw) -> (b qh qw) (ph pw)",
+}
+
+
+class ISAOutput(NamedTuple):
+    """ISA's output and the relations of its two stages (what ``return_relations=True`` returns).
+
+    It unpacks like a tuple: ``y, global_relation, local_relation = isa(x, return_relations=True)``.
+
+    Attributes:
+        output: ``[B, C_out, H, W]``.
+        global_relation: ``[B, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (group ``ph·P_w + pw``, member
+            ``qh·Q_w + qw``), or ``None`` without a global stage.
+        local_relation: ``[B, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (group ``qh·Q_w + qw``, member
+            ``ph·P_w + pw``), or ``None`` without a local stage.
+    """
+
+    output: torch.Tensor
+    global_relation: torch.Tensor | None
+    local_relation: torch.Tensor | None
+
+
+def _inverse(pattern: str) -> str:
+    left, right = pattern.split("->")
+    return f"{right.strip()} -> {left.strip()}"
+
+
+def check_groups(groups: int | Sequence[int]) -> tuple[int, int]:
+    """Normalise ``groups`` to ``(P_h, P_w)``; raise ``ValueError`` on anything else."""
+    if isinstance(groups, int):
+        groups = (groups, groups)
+    groups = tuple(groups)
+    if len(groups) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) for g in groups):
+        raise ValueError(f"groups must be an int or a pair of ints (P_h, P_w), got {groups!r}")
+    if min(groups) <= 0:
+        raise ValueError(f"group counts must be positive, got groups={groups}")
+    return groups  # type: ignore[return-value]
+
+
+def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
+    """Validate the stage order: a non-empty ordering of distinct names from ``STAGES``."""
+    stages = (stages,) if isinstance(stages, str) else tuple(stages)
+    if not stages or len(set(stages)) != len(stages) or not set(stages) <= set(STAGES):
+        raise ValueError(
+            f"stages must be one or both of {STAGES} without repetition, e.g. ('global', 'local'); got {stages!r}"
+        )
+    return stages
+
+
+def padded_size(size: tuple[int, int], groups: tuple[int, int]) -> tuple[int, int]:
+    """The padded grid ``(Q_h·P_h, Q_w·P_w)`` with ``Q = ceil(size / P)``."""
+    return tuple(math.ceil(s / p) * p for s, p in zip(size, groups))  # type: ignore[return-value]
+
+
+def grouped_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    stage: str,
+    groups: tuple[int, int],
+    return_relations: bool = False,
+    fused: bool = True,
+) -> AttentionOutput:
+    """Self-attention restricted to the global or the local groups (Eq. 13–17 / Eq. 18–21).
+
+    Args:
+        query, key: ``[b, d, h, w]`` maps θ(X), φ(X).
+        value: ``[b, e, h, w]`` map δ(X).
+        stage: ``"global"`` (groups share the remainder) or ``"local"`` (share the quotient).
+        groups: ``(P_h, P_w)``.
+        return_relations: also return the relations of every group.
+        fused: see :func:`ocnet_edu.nn.attention.attend`.
+
+    Returns:
+        ``AttentionOutput(out [b, e, h, w], relation)`` where ``relation`` is ``None`` or
+        ``[b, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (global) / ``[b, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (local),
+        computed over the padded grid when ``h``/``w`` are not multiples of the groups.
+    """
+    batch, _, height, width = query.shape
+    p_h, p_w = groups
+    pad_h, pad_w = padded_size((height, width), groups)
+    key_mask = None
+    if (pad_h, pad_w) != (height, width):
+        pad = (0, pad_w - width, 0, pad_h - height)
+        query, key, value = (F.pad(t, pad) for t in (query, key, value))
+        valid = torch.zeros(pad_h, pad_w, dtype=torch.bool, device=query.device)
+        valid[:height, :width] = True
+        key_mask = repeat(valid, MASK_PATTERNS[stage], b=batch, ph=p_h, pw=p_w)
+    pattern = GROUP_PATTERNS[stage]
+    q, k, v = (rearrange(t, pattern, ph=p_h, pw=p_w) for t in (query, key, value))
+    out, weights = attend(q, k, v, key_mask=key_mask, return_relations=return_relations, fused=fused)
+    out = rearrange(out, _inverse(pattern), b=batch, ph=p_h, pw=p_w, qh=pad_h // p_h, qw=pad_w // p_w)
+    # contiguous NCHW: the 1x1 convolution that follows (ρ) is much slower on the strided view
+    out = out[..., :height, :width].contiguous()
+    if weights is not None:
+        weights = rearrange(weights, "(b g) n m -> b g n m", b=batch)
+    return AttentionOutput(out, weights)
+
+
+class InterlacedSparseSelfAttention(nn.Module):
+    """Interlaced sparse self-attention: a global stage then a local stage (Algorithm 1).
+
+    Each stage is a :class:`~ocnet_edu.nn.attention.SelfAttention` (its own θ, φ, δ, ρ) applied
+    within groups; ``W = Wˡ Pᵀ Wᵍ P`` (Eq. 9) describes the two stages together, see
+    :mod:`ocnet_edu.nn.relation`.
+
+    Args:
+        in_channels: ``C_in`` of the input ``[B, C_in, H, W]``.
+        key_channels: θ/φ channels of both stages (default ``C_in // 2``).
+        value_channels: δ channels of both stages (default ``C_in // 2``).
+        out_channels: output channels (default ``C_in``); the first stage maps
+            ``C_in → C_out``, the second ``C_out → C_out``.
+        groups: ``(P_h, P_w)``, the number of global groups along height and width (an int
+            means the same for both). The local groups then number ``Q_h = ceil(H / P_h)`` by
+            ``Q_w = ceil(W / P_w)``.
+        stages: the order of the stages: ``("global", "local")`` (the paper's default),
+            ``("local", "global")``, ``("global",)`` or ``("local",)`` — the Table 1 ablations.
+
+    Attributes:
+        fused: whether the stages use PyTorch's fused attention kernel (see
+            :class:`~ocnet_edu.nn.attention.SelfAttention`); reading or setting it here reads or
+            sets the flag of every stage.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        key_channels: int | None = None,
+        value_channels: int | None = None,
+        out_channels: int | None = None,
+        groups: int | Sequence[int] = (8, 8),
+        stages: Sequence[str] = STAGES,
+    ) -> None:
+        super().__init__()
+        self.groups = check_groups(groups)
+        self.stages = check_stages(stages)
+        # defaults from C_in for both stages (the second stage's input has C_out channels)
+        key_channels, value_channels, out_channels = attention_channels(
+            in_channels, key_channels, value_channels, out_channels
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        stage_in = in_channels
+        for stage in self.stages:
+            self.add_module(f"{stage}_stage", SelfAttention(stage_in, key_channels, value_channels, out_channels))
+            stage_in = out_channels
+
+    def stage(self, name: str) -> SelfAttention:
+        """The :class:`SelfAttention` module of the ``"global"`` or ``"local"`` stage."""
+        if name not in self.stages:
+            raise ValueError(f"this module has no {name!r} stage (stages={self.stages})")
+        return getattr(self, f"{name}_stage")
+
+    @property
+    def fused(self) -> bool:
+        """True when every stage uses the fused attention kernel."""
+        return all(self.stage(name).fused for name in self.stages)
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        """Set the flag of every stage."""
+        for name in self.stages:
+            self.stage(name).fused = value
+
+    def forward(self, x: torch.Tensor, return_relations: bool = False):
+        """Args:
+            x: ``[B, C_in, H, W]``, any ``H, W ≥ 1``.
+            return_relations: also return the relations of both stages.
+
+        Returns:
+            ``y [B, C_out, H, W]``, or :class:`ISAOutput` ``(y, global_relation, local_relation)``;
+            a stage not in ``stages`` gives ``None``.
+        """
+        self.stage(self.stages[0]).check_input(x)
+        relations: dict[str, torch.Tensor | None] = {name: None for name in STAGES}
+        for name in self.stages:
+            module = self.stage(name)
+            query, key, value = module.transforms(x)
+            out, relations[name] = grouped_attention(
+                query, key, value, name, self.groups, return_relations=return_relations, fused=module.fused
+            )
+            x = module.rho(out)
+        return ISAOutput(x, relations["global"], relations["local"]) if return_relations else x
