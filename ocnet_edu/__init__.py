@@ -13,7 +13,7 @@ from ocnet_edu import backbones, heads, nn, scale
 from ocnet_edu.model import OCNet, OCNetOutput
 from ocnet_edu.nn import InterlacedSparseSelfAttention, SelfAttention
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "InterlacedSparseSelfAttention",
