@@ -578,6 +578,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as YAML; ``load_config(path)`` gives back an equal config."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML, atomically; ``load_config(path)`` gives back an equal config."""
+    from ocnet_edu.engine.run_dir import atomic_write
+
+    with atomic_write(path, what="config") as f:
+        f.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
