@@ -422,14 +422,17 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 # validation: one table of rules
 # --------------------------------------------------------------------------------------------
 def _positive(value: Any) -> bool:
+    """At least 1 (a count or a size)."""
     return value >= 1
 
 
 def _positive_sizes(value: Any) -> bool:
+    """Every size of a ``(height, width)`` pair at least 1."""
     return all(v >= 1 for v in value)
 
 
 def _text(value: Any) -> bool:
+    """A string that is not blank."""
     return bool(value.strip())
 
 
