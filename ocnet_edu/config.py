@@ -3,23 +3,31 @@
 A config is a tree of dataclasses (:class:`Config` at the root). :func:`load_config` starts from
 the defaults, applies the paper's per-dataset settings if the YAML names a ``preset`` (a key of
 :data:`PAPER_DEFAULTS`), then the YAML file, then the command-line overrides. Every key is
-checked: an unknown key raises ``ValueError`` naming it, the valid keys and the closest match;
-a value of the wrong type raises ``ValueError`` naming the key, the expected type and the value.
+checked: an unknown key raises :class:`ConfigError` (a ``ValueError``) naming it, the valid keys
+and the closest match; a value of the wrong type raises it naming the key, the expected type and
+the value.
 
 Override values are parsed with YAML typing (``optim.lr=0.02`` is a float, ``runtime.amp=true``
 a bool, ``data.crop_size=[520,520]`` a list). Because YAML 1.1 reads ``1e-4`` (no dot) as a
 string, a string that Python's ``float()`` accepts is accepted for a float field.
+
+After the types, :func:`validate_config` checks every value against one table of rules
+(:data:`RULES`: ranges, list lengths against ``model.num_classes``, the dataset's class count
+and splits, known backbone and context names, finite numbers), so that a bad run fails when its
+config is loaded, with a :class:`ConfigError` naming the key (and the file). A YAML file that does
+not parse, is a folder, or repeats a key is refused with its name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import yaml
 
@@ -27,18 +35,26 @@ from ocnet_edu.data.registry import NUM_CLASSES
 
 __all__ = [
     "Config",
+    "ConfigError",
     "DataConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "PAPER_DEFAULTS",
+    "RULES",
     "RuntimeConfig",
     "ScheduleConfig",
     "config_to_dict",
     "load_config",
     "paper_config",
     "save_config",
+    "validate_config",
 ]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: bad YAML, an unknown key, a wrong type or a value out of
+    range. The message names the key (and the file when there is one)."""
 
 
 @dataclass
@@ -118,7 +134,9 @@ class RuntimeConfig:
     bfloat16); ``freeze_bn`` keeps every BatchNorm on its running statistics during training (its
     affine parameters still learn); ``deterministic`` asks for deterministic algorithms (slower;
     see :func:`ocnet_edu.engine.train.backend_flags`); ``log_every`` is how often (in steps) the
-    loss is read back from the device and a row written to ``metrics.csv``."""
+    loss is read back from the device and a row written to ``metrics.csv``; ``dist_timeout``
+    (minutes) is how long a process waits for the others (set-up, collectives, barriers) before it
+    stops with an error naming the ranks, instead of hanging when one of them froze."""
 
     device: str = "auto"
     amp: bool = False
@@ -131,6 +149,7 @@ class RuntimeConfig:
     seed: int = 0
     workers: int = 4
     out_dir: str = "runs/default"
+    dist_timeout: float = 30.0
 
 
 @dataclass
@@ -194,7 +213,7 @@ def _type_name(tp: Any) -> str:
 
 def _fail(value: Any, tp: Any, key: str) -> typing.NoReturn:
     """Raise the ``ValueError`` of a value that is not of the field's type, naming the key."""
-    raise ValueError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -265,13 +284,13 @@ def _unknown_key(key: str, prefix: str, valid: list[str]) -> ValueError:
     """The error for an unknown key: the valid keys of its section and the closest one."""
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown config key {prefix + key!r}; valid keys here: {', '.join(valid)}{hint}")
+    return ConfigError(f"unknown config key {prefix + key!r}; valid keys here: {', '.join(valid)}{hint}")
 
 
 def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
     """Apply a nested ``updates`` dict to the dataclass ``obj`` in place, checking keys and types."""
     if not isinstance(updates, dict):
-        raise ValueError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {updates!r}")
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {updates!r}")
     hints = typing.get_type_hints(type(obj))
     valid = [f.name for f in dataclasses.fields(obj)]
     for key, value in updates.items():
@@ -287,12 +306,17 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
 def _split_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr=0.02"`` -> ``(["optim", "lr"], 0.02)`` (value parsed as YAML)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key.sub=value")
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
     dotted, raw = text.split("=", 1)
     keys = dotted.strip().split(".")
     if not all(keys):
-        raise ValueError(f"override {text!r} has an empty key")
-    return keys, (yaml.safe_load(raw) if raw.strip() else None)
+        raise ConfigError(f"override {text!r} has an empty key")
+    if not raw.strip():
+        return keys, None
+    try:
+        return keys, yaml.load(raw, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: its value is not valid YAML ({_yaml_problem(error)})") from None
 
 
 def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -316,36 +340,234 @@ def paper_config(preset: str) -> Config:
     if preset not in PAPER_DEFAULTS:
         close = difflib.get_close_matches(preset, list(PAPER_DEFAULTS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PAPER_DEFAULTS)}{hint}")
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PAPER_DEFAULTS)}{hint}")
     cfg = Config(preset=preset)
     _merge(cfg, PAPER_DEFAULTS[preset])
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a mapping repeating a key is an error (plain YAML keeps
+    the last value, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; ``ConstructorError`` naming a repeated key and its line."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error as ``"<problem> at line L, column C"`` (the lines of the text, 1-based)."""
+    problem = getattr(error, "problem", None) or str(error)
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (empty file: ``{}``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: ``path`` is a folder, not UTF-8 text, not valid YAML, repeats a key, or
+            holds something other than a mapping; the message names the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a folder, not a YAML file")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+    return loaded or {}
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config and apply ``key.sub=value`` overrides.
+    """Read a YAML config, apply ``key.sub=value`` overrides and validate the result.
 
     Order: defaults -> ``PAPER_DEFAULTS[preset]`` (if ``preset`` is set in the file or by an
-    override) -> the file -> the overrides.
+    override) -> the file -> the overrides -> :func:`validate_config`.
 
     Args:
         path: YAML file, or ``None`` to start from the defaults.
         overrides: strings such as ``"optim.lr=0.02"``, ``"data.crop_size=[520,520]"``.
 
     Raises:
-        ValueError: unknown key (with the valid keys and the closest one) or wrong type.
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: the file does not parse or repeats a key; an unknown key (with the valid
+            keys and the closest one); a wrong type; a value that breaks a rule of :data:`RULES`.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must hold a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
+    data = read_yaml(path) if path is not None else {}
     for text in overrides:
         _set_path(data, *_split_override(text))
     preset = data.get("preset")
     cfg = paper_config(preset) if isinstance(preset, str) else Config()
-    _merge(cfg, data)
+    where = f"{path}" + (" with its overrides" if overrides else "") if path is not None else ""
+    try:
+        _merge(cfg, data)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
+    validate_config(cfg, where)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# validation: one table of rules
+# --------------------------------------------------------------------------------------------
+def _positive(value: Any) -> bool:
+    """At least 1 (a count or a size)."""
+    return value >= 1
+
+
+def _positive_sizes(value: Any) -> bool:
+    """Every size of a ``(height, width)`` pair at least 1."""
+    return all(v >= 1 for v in value)
+
+
+def _text(value: Any) -> bool:
+    """A string that is not blank."""
+    return bool(value.strip())
+
+
+RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("model.num_classes", lambda v: v >= 2, "at least 2 (background and one class)"),
+    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.root", _text, "a non-empty path"),
+    ("data.split", _text, "a non-empty split name"),
+    ("data.val_split", _text, "a non-empty split name"),
+    ("data.crop_size", _positive_sizes, "two positive sizes (height, width)"),
+    ("data.base_size", lambda v: v is None or v >= 1, "null or a positive size"),
+    ("data.scale_range", lambda v: 0 < v[0] <= v[1], "(low, high) with 0 < low <= high"),
+    ("data.brightness", lambda v: v >= 0, ">= 0"),
+    ("data.digit_scale", _positive, "a positive integer"),
+    ("data.synthetic_length", _positive, "at least 1"),
+    ("data.synthetic_size", _positive_sizes, "two positive sizes (height, width)"),
+    ("optim.lr", lambda v: v > 0, "> 0"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.poly_power", lambda v: v >= 0, ">= 0 (a negative power would raise the learning rate)"),
+    ("schedule.max_iters", _positive, "at least 1"),
+    ("schedule.batch_size", _positive, "at least 1"),
+    ("schedule.checkpoint_every", _positive, "at least 1 (iterations between checkpoints)"),
+    ("loss.aux_weight", lambda v: v >= 0, ">= 0"),
+    ("loss.ohem_thresh", lambda v: 0 < v <= 1, "a probability in (0, 1]"),
+    ("loss.ohem_min_kept", lambda v: v >= 0, ">= 0"),
+    ("loss.class_weights", lambda v: v is None or (min(v, default=0) >= 0 and sum(v) > 0),
+     "null or non-negative weights, not all zero"),
+    ("runtime.device", lambda v: v in ("auto", "cpu", "cuda"), "'auto', 'cpu' or 'cuda'"),
+    ("runtime.amp_dtype", lambda v: v in ("auto", "bfloat16", "float16"), "'auto', 'bfloat16' or 'float16'"),
+    ("runtime.seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    ("runtime.workers", lambda v: v >= 0, ">= 0"),
+    ("runtime.out_dir", _text, "a non-empty path"),
+    ("runtime.dist_timeout", lambda v: v > 0, "> 0 (minutes)"),
+)
+"""``(key, rule, what it must be)``: every single-value rule of :func:`validate_config`."""
+
+
+def _get(cfg: Config, key: str) -> Any:
+    """The value of the dotted ``key`` of ``cfg``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _non_finite(value: Any, key: str) -> list[str]:
+    """The keys under ``key`` whose value is a NaN or infinite float (any nesting)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [key]
+    if dataclasses.is_dataclass(value):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return [k for name, v in value.items() for k in _non_finite(v, f"{key}.{name}" if key else str(name))]
+    if isinstance(value, (list, tuple)):
+        return [k for i, v in enumerate(value) for k in _non_finite(v, f"{key}[{i}]")]
+    return []
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    """The rules that relate several keys: class weights vs classes, the dataset's class count
+    and splits, known backbone and context names."""
+    from ocnet_edu.backbones import BACKBONES
+    from ocnet_edu.data.registry import DATASETS
+    from ocnet_edu.heads import CONTEXT_MODULE_NAMES
+
+    problems = []
+    classes, weights = cfg.model.num_classes, cfg.loss.class_weights
+    if weights is not None and len(weights) != classes:
+        problems.append(f"config key 'loss.class_weights' has {len(weights)} weights but model.num_classes is {classes}")
+    if cfg.model.backbone not in BACKBONES:
+        problems.append(f"config key 'model.backbone': unknown backbone {cfg.model.backbone!r}; "
+                        f"choose one of {', '.join(BACKBONES)}")
+    if cfg.model.context not in CONTEXT_MODULE_NAMES:
+        problems.append(f"config key 'model.context': unknown context module {cfg.model.context!r}; "
+                        f"choose one of {', '.join(CONTEXT_MODULE_NAMES)}")
+    cls = DATASETS.get(cfg.data.dataset)
+    if cls is None:
+        return problems + [f"config key 'data.dataset': unknown dataset {cfg.data.dataset!r}; "
+                           f"choose one of {', '.join(sorted(DATASETS))}"]
+    expected = getattr(cls, "num_classes", None)
+    if isinstance(expected, int) and expected != classes:
+        problems.append(f"config key 'model.num_classes' is {classes} but the {cfg.data.dataset} dataset has "
+                        f"{expected} classes")
+    splits = getattr(cls, "splits", None)
+    for key in ("data.split", "data.val_split"):
+        bad = [part for part in _get(cfg, key).split("+") if splits is not None and part not in splits]
+        if bad:
+            problems.append(f"config key {key!r}: the {cfg.data.dataset} dataset has no split {bad[0]!r}; "
+                            f"its splits: {', '.join(splits)}")
+    return problems
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Everything wrong with ``cfg``'s values (empty if it is valid), one message per key."""
+    problems = [f"config key {key!r} is {_get_nested(cfg, key)}; it must be a finite number"
+                for key in _non_finite(cfg, "")]
+    if problems:  # the range rules below assume finite numbers
+        return problems
+    for key, rule, requirement in RULES:
+        value = _get(cfg, key)
+        if not rule(value):
+            problems.append(f"config key {key!r} must be {requirement}, got {_plain(value)!r}")
+    return problems + _cross_checks(cfg)
+
+
+def _get_nested(cfg: Config, key: str) -> Any:
+    """The value at a key of :func:`_non_finite` (``a.b[2].c``), for the message."""
+    value: Any = cfg
+    for part in key.replace("[", ".[").split("."):
+        if part.startswith("["):
+            value = value[int(part[1:-1])]
+        elif isinstance(value, dict):
+            value = value[part]
+        else:
+            value = getattr(value, part)
+    return value
+
+
+def validate_config(cfg: Config, where: str = "") -> Config:
+    """Check every value of ``cfg`` (:data:`RULES`, finite floats, the cross-key rules) and
+    return it; ``where`` (the file) starts the message.
+
+    Raises:
+        ConfigError: listing every problem, each naming its key.
+    """
+    problems = config_problems(cfg)
+    if problems:
+        head = f"invalid config {where}" if where else "invalid config"
+        raise ConfigError(head + ":\n  " + "\n  ".join(problems))
     return cfg
 
 
@@ -364,6 +586,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as YAML; ``load_config(path)`` gives back an equal config."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML, atomically; ``load_config(path)`` gives back an equal config."""
+    from ocnet_edu.engine.run_dir import atomic_write
+
+    with atomic_write(path, what="config") as f:
+        f.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

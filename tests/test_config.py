@@ -44,11 +44,12 @@ def test_paper_defaults_match_sec_4_2(preset: str, lr: float, wd: float, crop: t
 
 def test_yaml_preset_then_file_then_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, {"preset": "ade20k", "optim": {"lr": 0.05}, "runtime": {"amp": True}})
-    cfg = load_config(path, ["optim.lr=0.03", "data.crop_size=[256, 256]", "loss.class_weights=[1, 2.5]", "model.pretrained=/w/r101.pth"])
+    weights = "[1, 2.5" + ", 1" * 148 + "]"  # one weight per ADE20K class
+    cfg = load_config(path, ["optim.lr=0.03", "data.crop_size=[256, 256]", f"loss.class_weights={weights}", "model.pretrained=/w/r101.pth"])
     assert cfg.preset == "ade20k" and cfg.schedule.max_iters == 150_000  # from the preset
     assert cfg.runtime.amp is True  # from the file
     assert cfg.optim.lr == 0.03 and cfg.data.crop_size == (256, 256)  # overrides win
-    assert cfg.loss.class_weights == [1.0, 2.5] and isinstance(cfg.loss.class_weights[0], float)
+    assert cfg.loss.class_weights[:3] == [1.0, 2.5, 1.0] and isinstance(cfg.loss.class_weights[0], float)
     assert cfg.model.pretrained == "/w/r101.pth"
 
 
@@ -113,7 +114,7 @@ def test_malformed_override() -> None:
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
-    cfg = load_config(None, ["preset=lip", "loss.class_weights=[0.5, 1.0]", "data.base_size=520", "runtime.out_dir=runs/lip"])
+    cfg = load_config(None, ["preset=lip", f"loss.class_weights={[0.5] + [1.0] * 19}", "data.base_size=520", "runtime.out_dir=runs/lip"])
     save_config(cfg, tmp_path / "sub" / "saved.yaml")
     again = load_config(tmp_path / "sub" / "saved.yaml", [])
     assert again == cfg

@@ -272,7 +272,7 @@ def test_dataset_from_config_builds_each_kind(tmp_path: Path) -> None:
     from ocnet_edu.data import dataset_from_config
 
     root = make_lip(tmp_path / "lip")
-    cfg = load_config(None, ["data.dataset=lip", f"data.root={root}", "runtime.seed=3"])
+    cfg = load_config(None, ["data.dataset=lip", "model.num_classes=20", f"data.root={root}", "runtime.seed=3"])
     lip = dataset_from_config(cfg, "train")
     assert isinstance(lip, LIPDataset) and lip.seed == 3 and len(lip) == len(LIPDataset(root, "train"))
     cfg = load_config(None, ["data.dataset=synthetic", "model.num_classes=4", "data.synthetic_length=8"])

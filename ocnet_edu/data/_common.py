@@ -80,7 +80,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     """What every dataset of the registry (:data:`ocnet_edu.data.DATASETS`) has in common.
 
     ``num_classes`` (scored classes), ``ignore_index`` (:data:`IGNORE_INDEX`), ``flip_pairs``
-    (class ids ``(left, right)`` that a horizontal flip exchanges; none for most data sets), an
+    (class ids ``(left, right)`` that a horizontal flip exchanges; none for most data sets),
+    ``splits`` (the split names it has, checked when a config is loaded; ``None``: whatever
+    folders the dataset's root holds), an
     augmentation stream chosen by :meth:`set_epoch`, and :meth:`from_config`, the dataset's
     builder from a :class:`~ocnet_edu.config.Config`.
     """
@@ -88,6 +90,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     num_classes: int
     ignore_index: ClassVar[int] = IGNORE_INDEX
     flip_pairs: ClassVar[tuple[tuple[int, int], ...]] = ()
+    splits: ClassVar[tuple[str, ...] | None] = None
     epoch: int = 0
 
     @classmethod

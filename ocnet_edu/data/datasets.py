@@ -60,18 +60,30 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # file readers
 # --------------------------------------------------------------------------------------------
+def _read_error(path: Path, what: str, error: Exception) -> DatasetError:
+    """The :class:`DatasetError` of a file that could not be read, naming it (and, for a
+    Pillow decompression bomb, the limit to raise if the file is trusted)."""
+    if isinstance(error, Image.DecompressionBombError):
+        return DatasetError(f"{path}: cannot read {what}: it has more pixels than Pillow's safety limit "
+                            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); raise that limit if you "
+                            f"trust the file ({error})")
+    return DatasetError(f"{path}: cannot read {what} ({type(error).__name__}: {error})")
+
+
 def load_rgb(path: Path) -> np.ndarray:
-    """Read an image file as ``uint8`` ``[H, W, 3]``; :class:`DatasetError` naming it on failure."""
+    """Read an image file as ``uint8`` ``[H, W, 3]``; :class:`DatasetError` naming it on any failure
+    (missing, truncated, not an image, larger than Pillow's decompression-bomb limit, ...)."""
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so that truncated files fail here
             return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError
-        raise DatasetError(f"{path}: cannot read image ({err})") from err
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise _read_error(path, "image", err) from err
 
 
 def load_label(path: Path) -> np.ndarray:
-    """Read a single-channel label PNG as ``int64`` ``[H, W]`` (raw values, not yet mapped)."""
+    """Read a single-channel label PNG as ``int64`` ``[H, W]`` (raw values, not yet mapped);
+    :class:`DatasetError` naming it on any failure."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -80,8 +92,8 @@ def load_label(path: Path) -> np.ndarray:
             return np.asarray(im).astype(np.int64)
     except DatasetError:
         raise
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{path}: cannot read label map ({err})") from err
+    except Exception as err:
+        raise _read_error(path, "label map", err) from err
 
 
 def require_dir(path: Path, what: str) -> Path:

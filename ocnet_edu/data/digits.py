@@ -172,6 +172,7 @@ class DigitScenes(GeneratedScenes):
     """
 
     num_classes = NUM_DIGIT_CLASSES
+    splits = tuple(_SPLITS)
 
     def __init__(
         self,

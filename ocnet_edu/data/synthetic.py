@@ -35,10 +35,14 @@ class SyntheticShapes(GeneratedScenes):
             validation set is the same seed (same palette) with ``first_index`` past the
             training set, so the two share classes and colours but no scene.
 
+    ``splits``: ``"train"`` and ``"val"`` (:meth:`from_config`).
+
     Returns (per item):
         image ``float32`` ``[3, H, W]`` in ``0..255`` and label ``int64`` ``[H, W]`` in
         ``[0, num_classes)`` (before ``transform``).
     """
+
+    splits = ("train", "val")
 
     def __init__(
         self,
@@ -73,7 +77,7 @@ class SyntheticShapes(GeneratedScenes):
         """Split ``"train"``: ``data.synthetic_length`` scenes from scene 0; ``"val"``: a quarter as
         many (at least one), the scenes right after the training ones, with the same seed (hence
         the same class colours). ``model.num_classes`` classes, ``data.synthetic_size`` images."""
-        if split not in ("train", "val"):
+        if split not in cls.splits:
             raise ValueError(f"the synthetic dataset has the splits 'train' and 'val', got {split!r}")
         length = cfg.data.synthetic_length
         validation = split == "val"

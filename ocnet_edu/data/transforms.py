@@ -11,10 +11,17 @@ Conventions:
 * every transform is called as ``t(image, label, generator)`` and draws its random numbers from
   the ``torch.Generator`` it is given (never from the global RNG), so a pipeline is reproducible
   from one seed. Geometric transforms move image and label together, so they stay aligned.
+* a transform's output does not depend on where it runs: ``F.interpolate`` on the CPU gives
+  results that differ in the last bit with the number of threads (the work is split differently
+  between vectorised and scalar code), and a ``DataLoader`` worker runs on one thread while the
+  main process (``workers=0``) runs on many, so :class:`RandomScale` resamples inside
+  :func:`torch_threads` ``(1)``. Hence the same weights whatever ``runtime.workers`` is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -29,6 +36,24 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 2
 """ImageNet RGB mean on the 0..255 scale (what ImageNet-pretrained backbones expect)."""
 IMAGENET_STD: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 """ImageNet RGB standard deviation on the 0..255 scale."""
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(count)``, restoring the previous count after.
+
+    Used around CPU resampling, whose last bits depend on the thread count: with one thread the
+    result is the same in the main process and in every ``DataLoader`` worker.
+    """
+    previous = torch.get_num_threads()
+    if previous == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -102,7 +127,8 @@ class RandomHorizontalFlip:
 class RandomScale:
     """Resize by a factor ``s ~ U[scale_range]`` (Sec. 4.2: [0.5, 2]).
 
-    The output size is ``round(H·s) x round(W·s)``; with ``base_size`` set, ``s`` multiplies the
+    The output size is ``round(H·s) x round(W·s)``, computed on one thread (:func:`torch_threads`)
+    so that it does not depend on the number of threads; with ``base_size`` set, ``s`` multiplies the
     factor that first brings the longer side to ``base_size``. The image is resampled with
     ``image_mode`` (bilinear by default), the label always with ``"nearest-exact"`` (the
     pixel-centre-aligned nearest neighbour: no new label values, no half-pixel shift).
@@ -132,11 +158,12 @@ class RandomScale:
         if self.base_size is not None:
             s *= self.base_size / max(h, w)
         size = (max(1, round(h * s)), max(1, round(w * s)))
-        if self.image_mode == "bilinear":
-            image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-        else:
-            image = F.interpolate(image[None], size=size, mode=self.image_mode)[0]
-        label = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+        with torch_threads(1):  # the same bits in the main process and in every DataLoader worker
+            if self.image_mode == "bilinear":
+                image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+            else:
+                image = F.interpolate(image[None], size=size, mode=self.image_mode)[0]
+            label = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
         return image, label
 
     def __repr__(self) -> str:

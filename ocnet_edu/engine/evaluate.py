@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ocnet_edu.config import Config
+from ocnet_edu.config import Config, validate_config
 from ocnet_edu.data.transforms import check_flip_pairs
 from ocnet_edu.engine import checkpoint as ckpt
 from ocnet_edu.engine import distributed
 from ocnet_edu.engine.builders import build_eval_dataset, build_model
 from ocnet_edu.metrics import BoundaryFScore, BoundaryScores, ConfusionMatrix, SegmentationScores
 
-__all__ = ["checkpoint_session", "dataset_flip_pairs", "evaluate", "evaluate_model", "load_model",
+__all__ = ["check_scales", "checkpoint_session", "dataset_flip_pairs", "evaluate", "evaluate_model", "load_model",
            "multi_scale_logits", "shard_with_progress", "sliding_window_logits"]
 
 
@@ -54,6 +54,9 @@ def sliding_window_logits(
     right and the logits cropped back. Every pixel is covered at least once.
     """
     crop_h, crop_w = (int(c) for c in crop_size)
+    if min(crop_h, crop_w) < 1 or not 0 < stride_rate <= 1:
+        raise ValueError(f"sliding windows need a positive crop size and a stride rate in (0, 1], "
+                         f"got crop {tuple(crop_size)} and stride rate {stride_rate}")
     batch, _, height, width = image.shape
     pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
     padded = F.pad(image, (0, pad_w, 0, pad_h))
@@ -100,6 +103,7 @@ def multi_scale_logits(
         flip_pairs: class ids ``(left, right)`` whose channels are exchanged in the logits of a
             mirrored image before they are added (the dataset's ``flip_pairs``; LIP).
     """
+    check_scales(scales)
     height, width = image.shape[-2:]
     channel_order = torch.arange(num_classes)
     for a, b in check_flip_pairs(flip_pairs):
@@ -120,6 +124,16 @@ def multi_scale_logits(
             logits = logits + predict(scaled.flip(-1)).flip(-1)[:, channel_order.to(logits.device)]
         total += F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
     return total / (len(scales) * (2 if flip else 1))
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """The test scales as floats; ``ValueError`` unless there is at least one and each is a
+    finite number > 0 (a scale of 0 would predict a 1×1 image and report a meaningless score)."""
+    values = tuple(float(s) for s in scales)
+    bad = [s for s in values if not (math.isfinite(s) and s > 0)]
+    if not values or bad:
+        raise ValueError(f"test scales must be finite numbers > 0, got {list(scales)}")
+    return values
 
 
 def shard_with_progress(length: int, progress: bool, desc: str) -> Iterator[int]:
@@ -186,9 +200,15 @@ def _as_dict(scores: SegmentationScores, bf: BoundaryScores) -> dict[str, Any]:
 
 def load_model(cfg: Config, checkpoint: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """The model of ``cfg`` with the weights of ``checkpoint`` (a training checkpoint or a bare
-    state dict), on ``device``, in eval mode."""
+    state dict), on ``device``, in eval mode.
+
+    Raises:
+        ocnet_edu.engine.checkpoint.CheckpointError: the file is corrupted or was trained with
+            another ``model`` config (a checkpoint without a stored model config only warns).
+    """
     model = build_model(cfg)
     state = ckpt.load(checkpoint, map_location="cpu")
+    ckpt.check_model_config(state, ckpt.model_config(cfg), checkpoint)
     model.load_state_dict(state["model"] if "model" in state else state)
     return model.to(device).eval()
 
@@ -201,7 +221,8 @@ def checkpoint_session(cfg: Config, checkpoint: str | Path, split: str | None = 
     ``checkpoint`` into the model of ``cfg`` on this process's device (:func:`load_model`) and
     builds the evaluation split ``split`` (default ``data.val_split``); tears the group down on exit.
     """
-    ctx = distributed.setup(cfg.runtime.device)
+    validate_config(cfg)
+    ctx = distributed.setup(cfg.runtime.device, cfg.runtime.dist_timeout)
     try:
         yield ctx, load_model(cfg, checkpoint, ctx.device), build_eval_dataset(cfg, split)
     finally:

@@ -26,11 +26,18 @@ def epoch_batches(num_samples: int, batch_size: int, world_size: int, rank: int,
 
     The union over ranks of the ``s``-th batches is the ``s``-th global batch of a single process
     with the same seed, which is what makes one and several processes comparable.
+
+    Raises:
+        ValueError: ``batch_size`` or ``world_size`` below 1, a batch not divisible by the
+            processes, or fewer samples than one batch (never an empty list, which would make
+            the training loop spin without end).
     """
+    if batch_size < 1 or world_size < 1:
+        raise ValueError(f"schedule.batch_size must be >= 1 and the world size >= 1, got {batch_size} and {world_size}")
     if batch_size % world_size:
         raise ValueError(f"the global batch size {batch_size} is not divisible by the {world_size} processes")
     steps = num_samples // batch_size
-    if steps == 0:
+    if steps < 1:
         raise ValueError(f"the dataset has {num_samples} samples, fewer than one batch of {batch_size}")
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(num_samples, generator=generator)[: steps * batch_size].tolist()

@@ -17,7 +17,10 @@ the model for DDP / ``torch.compile``, :func:`train_step` is one SGD step, :func
 writes everything a resumed run needs, and :func:`train` runs the loop.
 
 A run directory holds ``config.yaml`` (the final config), ``metrics.csv`` (one row per iteration),
-``checkpoint.pt`` (the latest, written atomically) and ``final.pt`` (the weights at the end).
+``checkpoint.pt`` (the latest, written atomically) and ``final.pt`` (the weights at the end); both
+``.pt`` files carry a content checksum and the config's ``model`` section
+(:mod:`ocnet_edu.engine.checkpoint`). Training refuses to start from scratch in a folder that
+already holds something unless told to resume or overwrite (:mod:`ocnet_edu.engine.run_dir`).
 Training is exactly resumable: the data order of every epoch is a function of (seed, epoch), the
 augmentation of every sample a function of (seed, epoch, index), and the checkpoint carries
 model, optimizer, scheduler, scaler, iteration and the RNG states, so a run stopped and resumed
@@ -51,9 +54,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ocnet_edu.config import Config, save_config
+from ocnet_edu.config import Config, save_config, validate_config
 from ocnet_edu.engine import checkpoint as ckpt
-from ocnet_edu.engine import distributed
+from ocnet_edu.engine import distributed, run_dir
 from ocnet_edu.engine.builders import build_model, build_optimizer, build_scheduler, build_train_dataset, loss_options
 from ocnet_edu.engine.loader import epoch_batches, train_loader
 from ocnet_edu.engine.train_log import TrainLog
@@ -93,6 +96,7 @@ class TrainState:
     loss_sum: torch.Tensor | None = None
     loss_steps: int = 0
     first_nonfinite: torch.Tensor | None = None
+    model_config: dict[str, Any] = field(default_factory=dict)
 
 
 def setup(cfg: Config, ctx: distributed.DistributedContext) -> TrainState:
@@ -117,7 +121,7 @@ def setup(cfg: Config, ctx: distributed.DistributedContext) -> TrainState:
     return TrainState(model=model, optimizer=optimizer, scheduler=build_scheduler(cfg, optimizer),
                       scaler=torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16),
                       amp_dtype=amp_dtype, loss_options=loss_options(cfg, ctx.device),
-                      channels_last=cfg.runtime.channels_last, runner=model)
+                      channels_last=cfg.runtime.channels_last, runner=model, model_config=ckpt.model_config(cfg))
 
 
 def resume_from(state: TrainState, path: Path, ctx: distributed.DistributedContext) -> bool:
@@ -130,10 +134,16 @@ def resume_from(state: TrainState, path: Path, ctx: distributed.DistributedConte
     starts a fresh scaler (:func:`_load_scaler`). The resumed run then repeats the one that
     never stopped exactly on the CPU; on CUDA only up to the nondeterminism of its kernels (see
     the module docstring).
+
+    Raises:
+        ocnet_edu.engine.checkpoint.CheckpointError: the file is corrupted, is not a training
+            checkpoint (e.g. a ``final.pt``) or was trained with another ``model`` config.
     """
     if not path.exists():
         return False
     saved = ckpt.load(path, map_location="cpu")
+    ckpt.require_training_checkpoint(saved, path)
+    ckpt.check_model_config(saved, state.model_config, path)
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
@@ -242,28 +252,46 @@ def save_checkpoint(state: TrainState, path: Path) -> None:
             "scaler": state.scaler.state_dict(),
             "iteration": state.iteration,
             "rng": rng,
+            ckpt.MODEL_CONFIG: state.model_config,
         }, path)
     distributed.barrier()
 
 
-def train(cfg: Config, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+def train(cfg: Config, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg`` and return a summary (final loss, iterations, run directory, world size).
 
     Args:
-        cfg: the full configuration (see :mod:`ocnet_edu.config`).
+        cfg: the full configuration (see :mod:`ocnet_edu.config`; validated again here).
         resume: continue from ``<out_dir>/checkpoint.pt`` if it exists.
         progress: show a tqdm progress bar (on rank 0 only).
         stop_after: stop (with a checkpoint) once this many iterations are done, as if the job
             were pre-empted; ``--resume`` continues it (the summary then has ``"stopped": True``).
             ``None`` trains to ``max_iters``.
+        overwrite: start from scratch even if ``out_dir`` holds a run (its files are deleted).
+
+    Raises:
+        ocnet_edu.engine.run_dir.RunDirectoryError: ``out_dir`` is not empty and neither
+            ``resume`` nor ``overwrite`` is set.
+        ocnet_edu.engine.distributed.DistributedError: another process stopped answering for
+            ``runtime.dist_timeout`` minutes.
     """
+    validate_config(cfg)
+    out_dir = Path(cfg.runtime.out_dir)
+    run_dir.check_run_directory(out_dir, resume, overwrite)  # every rank, before any rank writes
+    if distributed.is_main() and overwrite and not resume:
+        run_dir.clear_run_directory(out_dir)
+    elif distributed.is_main():
+        run_dir.remove_stale_temporaries(out_dir)  # left by a process killed while writing
     if cfg.runtime.deterministic:  # read by cuBLAS when it starts, so before anything runs on the GPU
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    ctx = distributed.setup(cfg.runtime.device)
+    ctx = distributed.setup(cfg.runtime.device, cfg.runtime.dist_timeout)
     try:
-        with backend_flags(ctx.device, cfg.runtime.deterministic):
+        with backend_flags(ctx.device, cfg.runtime.deterministic), distributed.explain_failures("training"):
             return _run(cfg, ctx, resume, progress, stop_after)
     finally:
+        if ctx.is_main:
+            run_dir.remove_stale_temporaries(out_dir)
         distributed.cleanup()
 
 
@@ -284,6 +312,8 @@ def _run(cfg: Config, ctx: distributed.DistributedContext, resume: bool, progres
                    progress and ctx.is_main)
     _set_train_mode(state.model, cfg.runtime.freeze_bn)
     summary = {"final_loss": math.nan, "iterations": max_iters, "out_dir": str(out_dir), "world_size": ctx.world_size}
+    if state.iteration >= max_iters:  # resuming a finished run: report its last logged loss
+        summary.update(final_loss=log.last_loss, already_finished=True)
     for images, labels in _batches(dataset, cfg, ctx, state.iteration):
         _, lr = train_step(state, images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True))
         stopping = stop_after is not None and state.iteration >= stop_after
@@ -298,7 +328,8 @@ def _run(cfg: Config, ctx: distributed.DistributedContext, resume: bool, progres
             return {**summary, "iterations": state.iteration, "stopped": True}
     log.close()
     if ctx.is_main:
-        ckpt.atomic_save({"model": state.model.state_dict(), "iteration": max_iters}, out_dir / FINAL)
+        ckpt.atomic_save({"model": state.model.state_dict(), "iteration": max_iters,
+                          ckpt.MODEL_CONFIG: state.model_config}, out_dir / FINAL)
     distributed.barrier()
     return summary
 
