@@ -162,8 +162,17 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def _peak_memory_mb(run: Callable, x: torch.Tensor) -> float:
-    """MiB above the current level at the peak of one ``run(x)`` (CUDA allocator or process RSS)."""
+    """MiB above the current level at the peak of one ``run(x)`` (CUDA allocator or process RSS).
+
+    On CUDA one pass runs first, unmeasured: the first matrix product allocates cuBLAS's
+    workspace (about 176 MiB on recent GPUs) and keeps it, which would otherwise be charged to
+    whichever module runs first, and most to the one with the most small products (ISA). The
+    measured pass then counts only what the module itself allocates. On the CPU the first pass of
+    a fresh process is the one measured (peak RSS), so that freed memory reused by the allocator
+    does not hide the peak.
+    """
     if x.device.type == "cuda":
+        run(x)  # warm-up: library workspaces, not the module's memory
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
