@@ -278,7 +278,7 @@ def source_keys(model: OCNet, source: str, arch: str) -> dict[str, torch.Tensor]
 
 
 def load_published(checkpoint: str | os.PathLike | dict, source: str, arch: str, num_classes: int,
-                   base_width: int = 64) -> OCNet:
+                   base_width: int | None = None) -> OCNet:
     """Our OCNet holding a published checkpoint, in ``eval()``, with ``model.preprocess``.
 
     Args:
@@ -287,12 +287,17 @@ def load_published(checkpoint: str | os.PathLike | dict, source: str, arch: str,
         source: ``"openseg"`` or ``"mmseg"``.
         arch: openseg ``"isanet"``, ``"base_ocnet"``; mmseg ``"isanet_r50-d8"``, ``"isanet_r101-d8"``.
         num_classes: 19 (Cityscapes) or 150 (ADE20K).
-        base_width: backbone width (64 for every published model; smaller for tests).
+        base_width: backbone width; default: read from the checkpoint's
+            ``backbone.layer1.0.conv1.weight`` (64 for every published model; smaller for tests).
 
     Returns:
         The model: ``model(model.preprocess(rgb_in_0_1))`` → logits ``[B, K, H, W]``.
     """
     state = _unwrap(checkpoint)
+    _spec(source, arch)
+    if base_width is None:
+        first = state.get("backbone.layer1.0.conv1.weight")
+        base_width = 64 if first is None else first.shape[0]
     model = build_published(source, arch, num_classes, base_width)
     # keep the checkpoint's precision (a float64 state dict gives a float64 model)
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
