@@ -1,4 +1,4 @@
-"""Command line: ``python -m ocnet_edu {train,evaluate,predict} ...`` (also ``ocnet-edu`` once installed).
+"""Command line: ``python -m ocnet_edu {train,evaluate,predict,infer} ...`` (also ``ocnet-edu`` once installed).
 
 Examples::
 
@@ -80,7 +80,70 @@ def _parser() -> argparse.ArgumentParser:
                          help="write train ids 0..K-1 instead of the dataset's raw label ids")
     for command in (train, evaluate, predict):
         command.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    _add_infer_command(commands)
     return parser
+
+
+def _add_infer_command(commands) -> None:
+    """``infer IMAGE... (--published SOURCE:ARCH PATH | --config C --checkpoint P) --out DIR``."""
+    infer = commands.add_parser("infer", help="label map, overlay and relation map of image files (no labels)")
+    infer.add_argument("images", nargs="+")
+    infer.add_argument("--published", nargs=2, metavar=("SOURCE:ARCH", "PATH"),
+                       help="a published checkpoint, e.g. openseg:isanet isanet.pth (see ocnet_edu.zoo.published)")
+    infer.add_argument("--num-classes", type=int, default=19, help="classes of the published model (19 or 150)")
+    infer.add_argument("--config", help="our config, with --checkpoint")
+    infer.add_argument("--checkpoint")
+    infer.add_argument("--out", required=True, help="output folder")
+    infer.add_argument("--relation-at", help="pixel x,y whose relation map to draw")
+    infer.add_argument("--device", default="cuda" if _cuda() else "cpu")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_infer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The ``infer`` command: load the model (published or ours), write the maps."""
+    from ocnet_edu.engine.infer import infer_images
+
+    at = None
+    if args.relation_at:
+        try:
+            at = tuple(int(v) for v in args.relation_at.split(","))
+            assert len(at) == 2
+        except (ValueError, AssertionError):
+            parser.error(f"--relation-at takes x,y (two integers), got {args.relation_at!r}")
+    if args.published:
+        from ocnet_edu.zoo.published import load_published
+
+        source, _, arch = args.published[0].partition(":")
+        try:
+            model = load_published(args.published[1], source, arch, args.num_classes)
+        except ValueError as error:
+            parser.error(str(error))
+        preprocess = model.preprocess
+    elif args.config and args.checkpoint:
+        from ocnet_edu.config import load_config
+        from ocnet_edu.data.transforms import Normalize
+        from ocnet_edu.engine.evaluate import load_model
+
+        model = load_model(load_config(args.config), args.checkpoint)
+        normalize = Normalize()
+        preprocess = lambda images: torch_stack([normalize(image * 255.0, None)[0] for image in images])  # noqa: E731
+    else:
+        parser.error("infer needs --published SOURCE:ARCH PATH, or --config and --checkpoint")
+    written = infer_images(model, preprocess, args.images, args.out, at, args.device)
+    print(f"wrote {len(written)} file(s) to {args.out}")
+    return 0
+
+
+def torch_stack(tensors):
+    """``torch.stack`` (imported lazily, so that ``--help`` stays fast)."""
+    import torch
+
+    return torch.stack(tensors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "infer":
+        return _run_infer(parser, args)
     from ocnet_edu.config import load_config
 
     try:

@@ -162,6 +162,11 @@ class DilatedResNet(nn.Module):
         first_block_dilation: ``"previous"`` or ``"full"``; which dilation the first block of a
             dilated stage uses (module docstring).
         deep_stem: three 3×3 convolutions instead of one 7×7 (PSPNet deep base).
+        stem_width: width of the deep stem's first two convolutions (its third has twice that);
+            default ``base_width`` (64, 64, 128: openseg's "deepbase"); mmsegmentation's
+            ResNetV1c uses 32 (32, 32, 64).
+        pool_ceil_mode: ``ceil_mode`` of the stem's max-pool (openseg's ResNet uses ``True``,
+            which adds a row/column for even sizes: 256 → 129).
         base_width: width of ``layer1``'s inner convolutions (64 in the paper). Stage ``i`` has
             inner width ``base_width·2^(i-1)`` and outputs four times that; smaller values give a
             cheap network with the same topology for tests.
@@ -194,8 +199,12 @@ class DilatedResNet(nn.Module):
         with_fc: bool = False,
         num_fc_classes: int = 1000,
         pretrained: str | None = None,
+        stem_width: int | None = None,
+        pool_ceil_mode: bool = False,
     ) -> None:
         super().__init__()
+        self.stem_width = base_width if stem_width is None else stem_width
+        self.pool_ceil_mode = pool_ceil_mode
         _check_resnet_options(depth, output_stride, first_block_dilation, base_width, in_channels)
         self.depth = depth
         self.output_stride = output_stride
@@ -216,16 +225,17 @@ class DilatedResNet(nn.Module):
     def _build_stem(self, base_width: int) -> int:
         """Stem (output stride 2: conv, then 4: max-pool); returns its output channels."""
         if self.deep_stem:
-            self.conv1, self.bn1 = _conv_bn(self.in_channels, base_width, 3, stride=2)
-            self.conv2, self.bn2 = _conv_bn(base_width, base_width, 3)
-            self.conv3, self.bn3 = _conv_bn(base_width, 2 * base_width, 3)
-            stem_out = 2 * base_width
+            width = self.stem_width
+            self.conv1, self.bn1 = _conv_bn(self.in_channels, width, 3, stride=2)
+            self.conv2, self.bn2 = _conv_bn(width, width, 3)
+            self.conv3, self.bn3 = _conv_bn(width, 2 * width, 3)
+            stem_out = 2 * width
         else:
             self.conv1 = nn.Conv2d(self.in_channels, base_width, 7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(base_width)
             stem_out = base_width
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=self.pool_ceil_mode)
         return stem_out
 
     def _build_stages(self, channels: int, base_width: int) -> tuple[int, ...]:

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ocnet_edu.nn.layers import check_input, conv_bn_relu
+from ocnet_edu.nn.flavour import Flavour, get_flavour
+from ocnet_edu.nn.layers import check_input, conv_bn_act
 
 __all__ = ["AttentionOutput", "attend", "attention_channels", "SelfAttention"]
 
@@ -144,8 +145,11 @@ class SelfAttention(nn.Module):
         key_channels: channels of θ(X) and φ(X); default ``C_in // 2``; also the ``d`` of Eq. 10.
         value_channels: channels of δ(X); default ``C_in // 2``.
         out_channels: channels of ρ(·), the output; default ``C_in``.
+        flavour: ``"paper"`` (default) or another :mod:`~ocnet_edu.nn.flavour` (ρ with BN and
+            activation, leaky ReLU, convolution biases) so that published weights load.
 
     Attributes:
+        flavour: the :class:`~ocnet_edu.nn.flavour.Flavour`.
         fused: when True (default) the forward pass without relation maps uses PyTorch's fused
             ``scaled_dot_product_attention``; the explicit path gives the same numbers.
     """
@@ -156,8 +160,10 @@ class SelfAttention(nn.Module):
         key_channels: int | None = None,
         value_channels: int | None = None,
         out_channels: int | None = None,
+        flavour: str | Flavour = "paper",
     ) -> None:
         super().__init__()
+        self.flavour = get_flavour(flavour)
         key_channels, value_channels, out_channels = attention_channels(
             in_channels, key_channels, value_channels, out_channels
         )
@@ -166,10 +172,19 @@ class SelfAttention(nn.Module):
         self.value_channels = value_channels
         self.out_channels = out_channels
         self.fused = True
-        self.theta = nn.Sequential(conv_bn_relu(in_channels, key_channels), conv_bn_relu(key_channels, key_channels))
-        self.phi = nn.Sequential(conv_bn_relu(in_channels, key_channels), conv_bn_relu(key_channels, key_channels))
-        self.delta = nn.Conv2d(in_channels, value_channels, kernel_size=1)
-        self.rho = nn.Conv2d(value_channels, out_channels, kernel_size=1)
+        self.theta = self._key_transform()
+        self.phi = self._key_transform()
+        self.delta = nn.Conv2d(in_channels, value_channels, kernel_size=1, bias=self.flavour.value_bias)
+        if self.flavour.rho == "conv":
+            self.rho = nn.Conv2d(value_channels, out_channels, kernel_size=1)
+        else:
+            self.rho = conv_bn_act(value_channels, out_channels, slope=self.flavour.slope)
+
+    def _key_transform(self) -> nn.Sequential:
+        """θ or φ: two ``1×1 conv → BN → activation`` to ``key_channels`` (Sec. 3.2)."""
+        options = {"bias": self.flavour.key_bias, "slope": self.flavour.slope}
+        return nn.Sequential(conv_bn_act(self.in_channels, self.key_channels, **options),
+                             conv_bn_act(self.key_channels, self.key_channels, **options))
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is ``[B, in_channels, H, W]``."""

@@ -37,6 +37,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
+from ocnet_edu.nn.flavour import Flavour, get_flavour
 
 __all__ = [
     "STAGES",
@@ -44,6 +45,7 @@ __all__ = [
     "ISAOutput",
     "grouped_attention",
     "padded_size",
+    "split_padding",
     "InterlacedSparseSelfAttention",
 ]
 
@@ -157,6 +159,17 @@ def grouped_attention(
     return AttentionOutput(out, weights)
 
 
+def split_padding(size: tuple[int, int], groups: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Zero padding of the public implementations: ``(left, right, top, bottom)`` for ``F.pad``.
+
+    The missing rows ``Q_h·P_h − H`` are split, the smaller half on top (``⌊·/2⌋``), the rest at
+    the bottom; columns likewise. This is the ``zeros-split`` padding of the openseg and mmseg
+    flavours; the paper's flavour pads at the bottom/right and masks instead.
+    """
+    pad_h, pad_w = (p - s for p, s in zip(padded_size(size, groups), size))
+    return (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+
+
 class InterlacedSparseSelfAttention(nn.Module):
     """Interlaced sparse self-attention: a global stage then a local stage (Algorithm 1).
 
@@ -175,6 +188,10 @@ class InterlacedSparseSelfAttention(nn.Module):
             ``Q_w = ceil(W / P_w)``.
         stages: the order of the stages: ``("global", "local")`` (the paper's default),
             ``("local", "global")``, ``("global",)`` or ``("local",)`` — the Table 1 ablations.
+        flavour: ``"paper"`` (default: padded keys masked) or a public implementation's
+            :mod:`~ocnet_edu.nn.flavour`; with ``padding="zeros-split"`` the input is zero-padded
+            on both sides once, both stages run on the padded map (padded pixels take part as
+            keys), and the output is cropped (:func:`split_padding`).
 
     Attributes:
         fused: whether the stages use PyTorch's fused attention kernel (see
@@ -190,8 +207,10 @@ class InterlacedSparseSelfAttention(nn.Module):
         out_channels: int | None = None,
         groups: int | Sequence[int] = (8, 8),
         stages: Sequence[str] = STAGES,
+        flavour: str | Flavour = "paper",
     ) -> None:
         super().__init__()
+        self.flavour = get_flavour(flavour)
         self.groups = check_groups(groups)
         self.stages = check_stages(stages)
         # defaults from C_in for both stages (the second stage's input has C_out channels)
@@ -202,7 +221,8 @@ class InterlacedSparseSelfAttention(nn.Module):
         self.out_channels = out_channels
         stage_in = in_channels
         for stage in self.stages:
-            self.add_module(f"{stage}_stage", SelfAttention(stage_in, key_channels, value_channels, out_channels))
+            self.add_module(f"{stage}_stage",
+                            SelfAttention(stage_in, key_channels, value_channels, out_channels, self.flavour))
             stage_in = out_channels
 
     def stage(self, name: str) -> SelfAttention:
@@ -232,6 +252,11 @@ class InterlacedSparseSelfAttention(nn.Module):
             a stage not in ``stages`` gives ``None``.
         """
         self.stage(self.stages[0]).check_input(x)
+        crop = None
+        if self.flavour.padding == "zeros-split":
+            pad = split_padding(tuple(x.shape[-2:]), self.groups)
+            x = F.pad(x, pad)
+            crop = (pad[2], x.shape[-2] - pad[3], pad[0], x.shape[-1] - pad[1])
         relations: dict[str, torch.Tensor | None] = {name: None for name in STAGES}
         for name in self.stages:
             module = self.stage(name)
@@ -240,4 +265,6 @@ class InterlacedSparseSelfAttention(nn.Module):
                 query, key, value, name, self.groups, return_relations=return_relations, fused=module.fused
             )
             x = module.rho(out)
+        if crop is not None:
+            x = x[..., crop[0]:crop[1], crop[2]:crop[3]]
         return ISAOutput(x, relations["global"], relations["local"]) if return_relations else x

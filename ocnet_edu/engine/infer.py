@@ -1,0 +1,110 @@
+"""Inference on image files without labels: label map, colour overlay and a pixel's relation map.
+
+``python -m ocnet_edu infer IMAGE... (--published SOURCE:ARCH PATH | --config C --checkpoint P)
+--out DIR [--relation-at x,y]`` writes, per image, ``<stem>_labels.png`` (train ids),
+``<stem>_overlay.png`` (the image blended with the class colours) and, with ``--relation-at``,
+``<stem>_relation.png``: the dense relation (Eq. 9 for ISA, Eq. 10 for SA) of the feature cell
+under pixel ``(x, y)`` over the whole image, up-sampled to the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ocnet_edu.nn.attention import SelfAttention
+from ocnet_edu.nn.isa import InterlacedSparseSelfAttention, padded_size, split_padding
+from ocnet_edu.nn.relation import dense_relation
+
+__all__ = ["CITYSCAPES_COLOURS", "palette", "read_image", "pixel_relation", "infer_images"]
+
+#: the Cityscapes train-id colours (cityscapesScripts ``labels.py``)
+CITYSCAPES_COLOURS = np.array([
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)], dtype=np.uint8)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """``[K, 3]`` uint8 colours: Cityscapes' for 19 classes, else a fixed seeded palette."""
+    if num_classes == len(CITYSCAPES_COLOURS):
+        return CITYSCAPES_COLOURS
+    return np.random.default_rng(0).integers(0, 256, size=(num_classes, 3), dtype=np.uint8)
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as RGB ``[1, 3, H, W]`` float32 in [0, 1]."""
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
+
+
+def pixel_relation(model: torch.nn.Module, x: torch.Tensor, at: tuple[int, int]) -> tuple[torch.Tensor, float]:
+    """The relation row of the feature cell under image pixel ``at = (x, y)``, over the map.
+
+    Args:
+        model: an :class:`~ocnet_edu.model.OCNet` whose context module has ``reduce`` and ``ocp``
+            (SA or ISA, any flavour).
+        x: the network input ``[1, 3, H, W]`` (already normalised).
+        at: pixel ``(x, y)`` of the image.
+
+    Returns:
+        ``(relation [h, w], padded_mass)``: the weights the cell gives to every real cell (the
+        dense ``W`` of Eq. 9 for ISA) and the weight it gives to padded positions (zero for the
+        paper's masked padding; openseg/mmseg's padded zeros take part as keys).
+    """
+    with torch.no_grad():
+        reduced = model.context.reduce(model.backbone(x).out)
+        h, w = reduced.shape[-2:]
+        row, col = min(at[1] * h // x.shape[-2], h - 1), min(at[0] * w // x.shape[-1], w - 1)
+        ocp = model.context.ocp
+        if isinstance(ocp, SelfAttention):
+            relation = ocp(reduced, return_relations=True).relation[0, row * w + col].reshape(h, w)
+            return relation, 0.0
+        if not isinstance(ocp, InterlacedSparseSelfAttention):
+            raise TypeError(f"relation maps need an SA or ISA OCP, got {type(ocp).__name__}")
+        _, g, l = ocp(reduced, return_relations=True)
+        if ocp.flavour.padding != "zeros-split":  # masked: padded keys get exactly zero weight
+            dense = dense_relation(g, l, ocp.groups, (h, w), ocp.stages)[0]
+            return dense[row * w + col].reshape(h, w), 0.0
+        grid = padded_size((h, w), ocp.groups)
+        left, _, top, _ = split_padding((h, w), ocp.groups)
+        dense = dense_relation(g, l, ocp.groups, grid, ocp.stages)[0]  # over the whole padded grid
+        full = dense[(row + top) * grid[1] + col + left].reshape(grid)
+        relation = full[top:top + h, left:left + w]
+        return relation, float(full.sum() - relation.sum())
+
+
+def _save_relation(relation: torch.Tensor, size: tuple[int, int], path: Path) -> None:
+    heat = F.interpolate(relation[None, None].float(), size=size, mode="nearest")[0, 0]
+    heat = (heat / heat.max().clamp_min(1e-12) * 255).round().byte().numpy()
+    Image.fromarray(heat).save(path)
+
+
+def infer_images(model: torch.nn.Module, preprocess, paths: list[str], out: str | Path,
+                 relation_at: tuple[int, int] | None = None, device: str = "cpu") -> list[Path]:
+    """Write label map, overlay (and relation map) for every image; return the written paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to(device).eval()
+    dtype = next(model.parameters()).dtype
+    written = []
+    for path in paths:
+        image = read_image(path)
+        x = preprocess(image).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            labels = model(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        stem = Path(path).stem
+        Image.fromarray(labels).save(out / f"{stem}_labels.png")
+        rgb = (image[0].permute(1, 2, 0).numpy() * 255).astype(np.float32)
+        overlay = (0.5 * rgb + 0.5 * palette(model.num_classes)[labels]).round().astype(np.uint8)
+        Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
+        written += [out / f"{stem}_labels.png", out / f"{stem}_overlay.png"]
+        if relation_at is not None:
+            relation, _ = pixel_relation(model, x, relation_at)
+            _save_relation(relation.cpu(), tuple(image.shape[-2:]), out / f"{stem}_relation.png")
+            written.append(out / f"{stem}_relation.png")
+    return written
