@@ -24,6 +24,7 @@ from ocnet_edu.engine.evaluate import load_model
 from ocnet_edu.engine.run_dir import RunDirectoryError, WriteError
 from ocnet_edu.engine.train import train
 from ocnet_edu.engine.train_log import MetricsWriter
+from ocnet_edu.zoo.digits import digit_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
@@ -87,7 +88,7 @@ def test_checksum_covers_every_value_and_old_files_still_load(tmp_path):
     torch.save(obj, tmp_path / "old.pt")  # written without a checksum: still loads
     assert ckpt.load(tmp_path / "old.pt")["iteration"] == 3
     for context in ("none", "base_oc_isa", "base_oc_sa"):  # the shipped digit models have none
-        assert "model" in ckpt.load(ROOT / "benchmarks" / "results" / "checkpoints" / f"digits_{context}.pt")
+        assert "model" in ckpt.load(digit_model_path(context))
 
 
 def test_every_checkpoint_stores_the_model_config(finished_run):
