@@ -190,11 +190,22 @@ def test_heads_under_cpu_autocast_float16_are_finite(head_class):
     assert (y.float() - reference).norm() / reference.norm() < 5e-3
 
 
-def test_float32_path_is_unchanged_by_the_float32_reductions():
-    """In float32 the block computes bit for bit what it computed before (same ops, no casts)."""
+def test_channel_attention_float64_stays_float64():
+    """Only lower precisions are raised to float32."""
+    cam = ChannelAttention().double()
+    x = torch.randn(1, 16, 5, 6, dtype=torch.float64)
+    flat = x.flatten(2)
+    energy = torch.einsum("bcn,bdn->bcd", flat, flat)
+    expected = (energy.amax(dim=-1, keepdim=True) - energy).softmax(dim=-1)
+    assert torch.equal(cam(x, return_relations=True).relation, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cgnl_float32_and_float64_paths_are_unchanged(dtype):
+    """In float32 and float64 the block computes bit for bit what it computed before (no casts)."""
     torch.manual_seed(0)
-    block = CGNLBlock(16, channel_groups=4).eval()
-    x = torch.randn(2, 16, 6, 7)
+    block = CGNLBlock(16, channel_groups=4).to(dtype).eval()
+    x = torch.randn(2, 16, 6, 7, dtype=dtype)
     phi = rearrange(block.phi(x), "b (g c) h w -> b g (c h w)", g=4)
     g = rearrange(block.g(x), "b (g c) h w -> b g (c h w)", g=4)
     attention = torch.einsum("bgn,bgn->bg", phi, g)

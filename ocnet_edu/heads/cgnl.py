@@ -36,7 +36,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ocnet_edu.nn.layers import call_in_float32, conv_bn_relu, float32_region
+from ocnet_edu.nn.layers import call_in_dtype, conv_bn_relu, float32_region, upcast
 from .base import ContextHead
 
 __all__ = ["CGNLBlock", "CGNLHead"]
@@ -55,8 +55,8 @@ class CGNLBlock(nn.Module):
             released ResNet configuration).
 
     The per-group sum over ``c·H·W`` overflows float16; it, the scaling of θ, ``z`` and the
-    GroupNorm (which divides the magnitude out again) run in float32 (also under autocast, and
-    for a ``.half()`` block), and the output has the input's dtype.
+    GroupNorm (which divides the magnitude out again) run in at least float32 (also under
+    autocast, and for a ``.half()`` block), and the output has the input's dtype.
 
     Shapes:
         ``[B, C, H, W] → [B, C, H, W]``.
@@ -85,11 +85,11 @@ class CGNLBlock(nn.Module):
         g = rearrange(self.g(x), "b (g c) h w -> b g (c h w)", g=self.channel_groups)
         theta = rearrange(self.theta(x), "b (g c) h w -> b g c h w", g=self.channel_groups)
         with float32_region(x):
-            attention = torch.einsum("bgn,bgn->bg", phi.float(), g.float())
+            attention = torch.einsum("bgn,bgn->bg", upcast(phi), upcast(g))
             if self.use_scale:
                 attention = attention / math.sqrt(phi.shape[-1])
-            out = rearrange(torch.einsum("bg,bgchw->bgchw", attention, theta.float()), "b g c h w -> b (g c) h w")
-            out = call_in_float32(self.norm, call_in_float32(self.z, out))
+            out = rearrange(torch.einsum("bg,bgchw->bgchw", attention, upcast(theta)), "b g c h w -> b (g c) h w")
+            out = call_in_dtype(self.norm, call_in_dtype(self.z, out))
         return out.to(x.dtype) + x
 
 

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from ocnet_edu.nn.attention import AttentionOutput
-from ocnet_edu.nn.layers import conv_bn_relu, float32_region
+from ocnet_edu.nn.layers import conv_bn_relu, float32_region, upcast
 
 __all__ = ["PositionAttention", "ChannelAttention", "DANetHead"]
 
@@ -86,9 +86,9 @@ class ChannelAttention(nn.Module):
 
     @staticmethod
     def _relation(flat: torch.Tensor) -> torch.Tensor:
-        """``softmax(rowmax(X Xᵀ) − X Xᵀ)`` of ``flat [B, C, N]`` in float32: ``[B, C, C]``."""
+        """``softmax(rowmax(X Xᵀ) − X Xᵀ)`` of ``flat [B, C, N]`` in at least float32: ``[B, C, C]``."""
         with float32_region(flat):
-            flat = flat.float()
+            flat = upcast(flat)
             energy = torch.einsum("bcn,bdn->bcd", flat, flat)
             return (energy.amax(dim=-1, keepdim=True) - energy).softmax(dim=-1)
 

@@ -12,7 +12,7 @@ import numbers
 import torch
 from torch import nn
 
-__all__ = ["call_in_float32", "check_input", "check_int", "check_size", "conv_bn_relu", "float32_region"]
+__all__ = ["call_in_dtype", "check_input", "check_int", "check_size", "conv_bn_relu", "float32_region", "upcast"]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -81,7 +81,7 @@ def check_size(size, name: str = "size") -> tuple[int, int]:
 def float32_region(x: torch.Tensor):
     """A context in which autocast is off for ``x``'s device, so reductions run in ``x``'s dtype.
 
-    Use it with ``x.float()`` for sums that overflow float16 (65504): under CUDA autocast an
+    Use it with :func:`upcast` for sums that overflow float16 (65504): under CUDA autocast an
     einsum would otherwise be cast back to float16. A no-op on devices without autocast (meta).
     """
     device_type = x.device.type
@@ -90,13 +90,18 @@ def float32_region(x: torch.Tensor):
     return torch.autocast(device_type, enabled=False)
 
 
-def call_in_float32(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-    """``module(*inputs)`` with its parameters in float32 (e.g. a ``.half()`` norm on float32 sums).
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a float of lower precision (float16, bfloat16), else ``x`` itself."""
+    return x.float() if x.is_floating_point() and x.element_size() < 4 else x
 
-    Modules whose parameters are float32 already are called as they are (the default path);
-    others run through :func:`torch.func.functional_call` with float32 copies of their parameters.
+
+def call_in_dtype(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with the module's parameters in ``x``'s dtype (e.g. a ``.half()`` norm on float32 sums).
+
+    A module whose parameters have that dtype already is called as it is (the default path);
+    otherwise it runs through :func:`torch.func.functional_call` with converted copies.
     """
     params = dict(module.named_parameters())
-    if all(p.dtype == torch.float32 for p in params.values()):
-        return module(*inputs)
-    return torch.func.functional_call(module, {name: p.float() for name, p in params.items()}, inputs)
+    if all(p.dtype == x.dtype for p in params.values()):
+        return module(x)
+    return torch.func.functional_call(module, {name: p.to(x.dtype) for name, p in params.items()}, (x,))
