@@ -80,8 +80,8 @@ class RCCAHead(ContextHead):
         key_channels: query/key channels of the attention (default ``channels // 8`` = 64).
 
     Attributes:
-        reduce, cca (``None`` when ``recurrence=0``), refine (the 3×3 conv after the attention), fuse (the 3×3 conv on
-        ``[x, refine(...)]``), out_channels.
+        reduce, cca (``None`` when ``recurrence=0``), refine (the 3×3 conv after the attention),
+        fuse (the 3×3 conv on ``[x, refine(...)]``), out_channels.
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.

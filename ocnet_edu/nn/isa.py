@@ -101,7 +101,9 @@ def check_groups(groups: int | Sequence[int]) -> tuple[int, int]:
 
 def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
     """Validate the stage order: a non-empty ordering of distinct names from ``STAGES``."""
-    stages = (stages,) if isinstance(stages, str) else tuple(stages) if isinstance(stages, Iterable) else (stages,)
+    if isinstance(stages, str) or not isinstance(stages, Iterable):
+        stages = (stages,)
+    stages = tuple(stages)
     names_ok = all(isinstance(stage, str) for stage in stages)
     if not stages or not names_ok or len(set(stages)) != len(stages) or not set(stages) <= set(STAGES):
         raise ValueError(
@@ -175,7 +177,12 @@ def grouped_attention(
     Returns:
         ``AttentionOutput(out [b, e, h, w], relation)`` where ``relation`` is ``None`` or
         ``[b, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (global) / ``[b, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (local),
-        computed over the padded grid when ``h``/``w`` are not multiples of the groups.
+        computed over the padded grid when ``h``/``w`` are not multiples of the groups. ``out``
+        has the memory format of ``query`` (a ``channels_last`` map stays ``channels_last``).
+
+    Raises:
+        ValueError: an unknown ``stage``, malformed ``groups``, or maps that are not 4-D with one
+            ``b, h, w`` (and one ``d`` for query and key).
     """
     _check_maps(query, key, value, stage)
     groups = check_groups(groups)
