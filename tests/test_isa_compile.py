@@ -5,7 +5,8 @@
 The padded size is now integer arithmetic (``-(-h // p) * p``).
 
 Compiling is slow on a CPU (Inductor: tens of seconds per graph), so one test looks at the traced
-graph (fast, backend-independent) and one compiles with Inductor for both sizes.
+graphs of a divisible and an uneven size (fast, backend-independent) and one compiles the uneven
+graph with Inductor, for two sizes.
 """
 
 import pytest
@@ -25,7 +26,7 @@ def module():
 
 
 def test_dynamic_graph_has_no_float_arithmetic_on_sizes(module, one_thread):
-    """The graph Dynamo traces with symbolic sizes has no ``/`` or ``ceil`` (only ``//``)."""
+    """The graphs Dynamo traces with symbolic sizes have no ``/`` or ``ceil`` (only ``//``)."""
     graphs = []
 
     def capture(gm, example_inputs):
@@ -33,17 +34,27 @@ def test_dynamic_graph_has_no_float_arithmetic_on_sizes(module, one_thread):
         return gm
 
     compiled = torch.compile(module, backend=capture, dynamic=True)
-    compiled(torch.randn(1, 8, *SIZES[1])).sum().backward()
-    assert graphs
+    for size in SIZES:
+        compiled(torch.randn(1, 8, *size)).sum().backward()
+    assert len(graphs) == 2  # with and without padding
     for code in graphs:
         assert "ceil" not in code and "truediv" not in code, code
 
 
-def test_compiles_for_two_sizes_inductor(module, one_thread):
-    """Inductor (C++ on the CPU) generates code for both sizes; outputs equal eager."""
+def test_compiles_for_changing_sizes_inductor(module, one_thread):
+    """Inductor (C++ on the CPU) compiles one dynamic graph for uneven sizes; outputs equal eager.
+
+    Two sizes that both need padding share one graph (a divisible size adds the graph without
+    padding, checked above without Inductor's slow C++ compile); the second size must reuse it.
+    """
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
     module.eval()
     compiled = torch.compile(module, backend="inductor", dynamic=True)
     with torch.no_grad():
-        for size in SIZES:
+        for size in [(7, 9), (9, 13)]:
             x = torch.randn(2, 8, *size)
             torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1
