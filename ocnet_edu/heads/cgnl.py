@@ -36,7 +36,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ocnet_edu.nn.layers import conv_bn_relu
+from ocnet_edu.nn.layers import call_in_dtype, conv_bn_relu, float32_region, upcast
 from .base import ContextHead
 
 __all__ = ["CGNLBlock", "CGNLHead"]
@@ -53,6 +53,10 @@ class CGNLBlock(nn.Module):
             by it.
         use_scale: divide each group's scalar by ``√(c_g·H·W)`` (CGNL's ``use_scale``, off in its
             released ResNet configuration).
+
+    The per-group sum over ``c·H·W`` overflows float16; it, the scaling of θ, ``z`` and the
+    GroupNorm (which divides the magnitude out again) run in at least float32 (also under
+    autocast, and for a ``.half()`` block), and the output has the input's dtype.
 
     Shapes:
         ``[B, C, H, W] → [B, C, H, W]``.
@@ -79,12 +83,14 @@ class CGNLBlock(nn.Module):
         """``x [B, C, H, W] → [B, C, H, W]``."""
         phi = rearrange(self.phi(x), "b (g c) h w -> b g (c h w)", g=self.channel_groups)
         g = rearrange(self.g(x), "b (g c) h w -> b g (c h w)", g=self.channel_groups)
-        attention = torch.einsum("bgn,bgn->bg", phi, g)
-        if self.use_scale:
-            attention = attention / math.sqrt(phi.shape[-1])
         theta = rearrange(self.theta(x), "b (g c) h w -> b g c h w", g=self.channel_groups)
-        out = rearrange(torch.einsum("bg,bgchw->bgchw", attention, theta), "b g c h w -> b (g c) h w")
-        return self.norm(self.z(out)) + x
+        with float32_region(x):
+            attention = torch.einsum("bgn,bgn->bg", upcast(phi), upcast(g))
+            if self.use_scale:
+                attention = attention / math.sqrt(phi.shape[-1])
+            out = rearrange(torch.einsum("bg,bgchw->bgchw", attention, upcast(theta)), "b g c h w -> b (g c) h w")
+            out = call_in_dtype(self.norm, call_in_dtype(self.z, out))
+        return out.to(x.dtype) + x
 
 
 class CGNLHead(ContextHead):

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from ocnet_edu.nn.attention import AttentionOutput
-from ocnet_edu.nn.layers import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_relu, float32_region, upcast
 
 __all__ = ["PositionAttention", "ChannelAttention", "DANetHead"]
 
@@ -72,6 +72,10 @@ class ChannelAttention(nn.Module):
     the softmax; since softmax is shift invariant this equals ``softmax(−X Xᵀ)``. ``E = γ · A X + X``
     with ``γ`` initialised to 0. The module has no convolutions.
 
+    The energy sums ``H·W`` products per entry, which overflows float16 at ordinary activation
+    sizes (``64·128`` pixels of magnitude ~4.5 exceed 65504); it and the softmax are computed in
+    float32 (also under autocast), the relation is cast back to the input's dtype.
+
     Shapes:
         ``[B, C, H, W] → [B, C, H, W]``; the relation is ``[B, C, C]``.
     """
@@ -80,12 +84,19 @@ class ChannelAttention(nn.Module):
         super().__init__()
         self.gamma = nn.Parameter(torch.zeros(1))
 
+    @staticmethod
+    def _relation(flat: torch.Tensor) -> torch.Tensor:
+        """``softmax(rowmax(X Xᵀ) − X Xᵀ)`` of ``flat [B, C, N]`` in at least float32: ``[B, C, C]``."""
+        with float32_region(flat):
+            flat = upcast(flat)
+            energy = torch.einsum("bcn,bdn->bcd", flat, flat)
+            return (energy.amax(dim=-1, keepdim=True) - energy).softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, return_relations: bool = False):
         """``x [B, C, H, W] → [B, C, H, W]``, or ``AttentionOutput(y, relation [B, C, C])``."""
         height, width = x.shape[-2:]
         flat = rearrange(x, "b c h w -> b c (h w)")
-        energy = torch.einsum("bcn,bdn->bcd", flat, flat)
-        relation = (energy.amax(dim=-1, keepdim=True) - energy).softmax(dim=-1)
+        relation = self._relation(flat).to(x.dtype)
         out = torch.einsum("bcd,bdn->bcn", relation, flat)
         y = self.gamma * rearrange(out, "b c (h w) -> b c h w", h=height, w=width) + x
         return AttentionOutput(y, relation) if return_relations else y

@@ -75,12 +75,13 @@ class RCCAHead(ContextHead):
         recurrence: how many times the (single, weight-shared) criss-cross attention is applied
             (R = 2 in CCNet: two steps connect every pixel to every other). ``0`` keeps the
             head's three 3×3 convolutions without any attention: a control that separates what
-            the attention adds from what the extra convolutions add.
+            the attention adds from what the extra convolutions add. It builds no attention
+            module, so that every parameter is used (DDP without ``find_unused_parameters``).
         key_channels: query/key channels of the attention (default ``channels // 8`` = 64).
 
     Attributes:
-        reduce, cca, refine (the 3×3 conv after the attention), fuse (the 3×3 conv on
-        ``[x, refine(...)]``), out_channels.
+        reduce, cca (``None`` when ``recurrence=0``), refine (the 3×3 conv after the attention),
+        fuse (the 3×3 conv on ``[x, refine(...)]``), out_channels.
 
     Shapes:
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
@@ -93,7 +94,7 @@ class RCCAHead(ContextHead):
             raise ValueError(f"recurrence must be a non-negative int, got {recurrence!r}")
         super().__init__(in_channels, channels)
         self.recurrence = recurrence
-        self.cca = CrissCrossAttention(channels, key_channels)
+        self.cca = CrissCrossAttention(channels, key_channels) if recurrence > 0 else None
         self.refine = conv_bn_relu(channels, channels, kernel_size=3)
         self.fuse = conv_bn_relu(in_channels + channels, channels, kernel_size=3)
 

@@ -76,7 +76,7 @@ def attention_channels(
     widths = {"in_channels": in_channels, "key_channels": key_channels, "value_channels": value_channels,
               "out_channels": out_channels}
     for name, value in widths.items():
-        if not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     return key_channels, value_channels, out_channels
 

@@ -27,8 +27,7 @@ they receive exactly zero relation weight, and are cropped away after each stage
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -38,6 +37,7 @@ from torch import nn
 
 from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
 from ocnet_edu.nn.flavour import Flavour, get_flavour
+from ocnet_edu.nn.layers import check_size
 
 __all__ = [
     "STAGES",
@@ -88,9 +88,11 @@ def _inverse(pattern: str) -> str:
 
 
 def check_groups(groups: int | Sequence[int]) -> tuple[int, int]:
-    """Normalise ``groups`` to ``(P_h, P_w)``; raise ``ValueError`` on anything else."""
-    if isinstance(groups, int):
+    """Normalise ``groups`` to ``(P_h, P_w)``; raise ``ValueError`` naming ``groups`` on anything else."""
+    if isinstance(groups, int) and not isinstance(groups, bool):
         groups = (groups, groups)
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Iterable):
+        raise ValueError(f"groups must be an int or a pair of ints (P_h, P_w), got {groups!r}")
     groups = tuple(groups)
     if len(groups) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) for g in groups):
         raise ValueError(f"groups must be an int or a pair of ints (P_h, P_w), got {groups!r}")
@@ -101,17 +103,58 @@ def check_groups(groups: int | Sequence[int]) -> tuple[int, int]:
 
 def check_stages(stages: Sequence[str]) -> tuple[str, ...]:
     """Validate the stage order: a non-empty ordering of distinct names from ``STAGES``."""
-    stages = (stages,) if isinstance(stages, str) else tuple(stages)
-    if not stages or len(set(stages)) != len(stages) or not set(stages) <= set(STAGES):
+    if isinstance(stages, str) or not isinstance(stages, Iterable):
+        stages = (stages,)
+    stages = tuple(stages)
+    names_ok = all(isinstance(stage, str) for stage in stages)
+    if not stages or not names_ok or len(set(stages)) != len(stages) or not set(stages) <= set(STAGES):
         raise ValueError(
             f"stages must be one or both of {STAGES} without repetition, e.g. ('global', 'local'); got {stages!r}"
         )
     return stages
 
 
-def padded_size(size: tuple[int, int], groups: tuple[int, int]) -> tuple[int, int]:
-    """The padded grid ``(Q_h·P_h, Q_w·P_w)`` with ``Q = ceil(size / P)``."""
-    return tuple(math.ceil(s / p) * p for s, p in zip(size, groups))  # type: ignore[return-value]
+def padded_size(size: tuple[int, int], groups: int | Sequence[int]) -> tuple[int, int]:
+    """The padded grid ``(Q_h·P_h, Q_w·P_w)`` with ``Q = ceil(size / P)``.
+
+    Args:
+        size: ``(H, W)``, positive ints.
+        groups: ``(P_h, P_w)`` (an int means the same for both).
+    """
+    return _round_up(check_size(size), check_groups(groups))
+
+
+def _round_up(size, groups: tuple[int, int]) -> tuple:
+    """``size`` rounded up to multiples of ``groups``, unchecked.
+
+    Integer arithmetic only (``-(-s // p) * p``, not ``math.ceil(s / p)``): with symbolic sizes
+    (``torch.compile``, dynamic shapes) it stays an integer expression that every backend can
+    generate code for.
+    """
+    return tuple(-(-s // p) * p for s, p in zip(size, groups))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for a 4-D map stored that way (and not also NCHW-contiguous), else NCHW."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _check_maps(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, stage: str) -> None:
+    """``ValueError`` unless ``stage`` is a stage name and the maps are 4-D of one ``b, h, w``."""
+    if stage not in GROUP_PATTERNS:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
+        shapes = [tuple(t.shape) for t in (query, key, value)]
+        raise ValueError(f"query, key and value must be 4-D maps [b, c, h, w], got shapes {shapes}")
+    same_grid = all(t.shape[0] == query.shape[0] and t.shape[2:] == query.shape[2:] for t in (key, value))
+    if not same_grid or query.shape[1] != key.shape[1]:
+        shapes = [tuple(t.shape) for t in (query, key, value)]
+        raise ValueError(
+            f"query and key must be [b, d, h, w] and value [b, e, h, w] with one b, h, w; "
+            f"got shapes (query, key, value) {shapes}"
+        )
 
 
 def grouped_attention(
@@ -136,11 +179,19 @@ def grouped_attention(
     Returns:
         ``AttentionOutput(out [b, e, h, w], relation)`` where ``relation`` is ``None`` or
         ``[b, P_h·P_w, Q_h·Q_w, Q_h·Q_w]`` (global) / ``[b, Q_h·Q_w, P_h·P_w, P_h·P_w]`` (local),
-        computed over the padded grid when ``h``/``w`` are not multiples of the groups.
+        computed over the padded grid when ``h``/``w`` are not multiples of the groups. ``out``
+        has the memory format of ``query`` (a ``channels_last`` map stays ``channels_last``).
+
+    Raises:
+        ValueError: an unknown ``stage``, malformed ``groups``, or maps that are not 4-D with one
+            ``b, h, w`` (and one ``d`` for query and key).
     """
+    _check_maps(query, key, value, stage)
+    groups = check_groups(groups)
     batch, _, height, width = query.shape
     p_h, p_w = groups
-    pad_h, pad_w = padded_size((height, width), groups)
+    pad_h, pad_w = _round_up((height, width), groups)
+    memory_format = _memory_format(query)
     key_mask = None
     if (pad_h, pad_w) != (height, width):
         pad = (0, pad_w - width, 0, pad_h - height)
@@ -152,8 +203,8 @@ def grouped_attention(
     q, k, v = (rearrange(t, pattern, ph=p_h, pw=p_w) for t in (query, key, value))
     out, weights = attend(q, k, v, key_mask=key_mask, return_relations=return_relations, fused=fused)
     out = rearrange(out, _inverse(pattern), b=batch, ph=p_h, pw=p_w, qh=pad_h // p_h, qw=pad_w // p_w)
-    # contiguous NCHW: the 1x1 convolution that follows (ρ) is much slower on the strided view
-    out = out[..., :height, :width].contiguous()
+    # contiguous, in the input's memory format: ρ (a 1×1 conv) is much slower on the strided view
+    out = out[..., :height, :width].contiguous(memory_format=memory_format)
     if weights is not None:
         weights = rearrange(weights, "(b g) n m -> b g n m", b=batch)
     return AttentionOutput(out, weights)

@@ -1,0 +1,169 @@
+"""Issue 12: the public functions of ``nn.relation`` and ``nn.isa`` reject malformed arguments.
+
+No silent wrong answer: a relation pair that does not fit ``groups`` and ``size`` (swapped, from
+another grouping, another size or another batch) used to give a row-stochastic but wrong dense
+matrix; now it raises ``ValueError`` naming the expected shapes. Integer and shape arguments are
+checked for type (int, not bool/float) and range, with messages naming the argument.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from ocnet_edu.nn.attention import SelfAttention
+from ocnet_edu.nn.isa import (
+    InterlacedSparseSelfAttention,
+    check_groups,
+    check_stages,
+    grouped_attention,
+    padded_size,
+)
+from ocnet_edu.nn.relation import (
+    affine_form,
+    block_diagonal,
+    dense_relation,
+    eq23_columns,
+    permutation_indices,
+    permutation_matrix,
+    raster_permutation,
+    raster_permutation_matrix,
+    transform_free_isa,
+    visualize_relation,
+)
+
+
+@pytest.fixture(scope="module")
+def relations():
+    """Relations of the transform-free ISA on a 4×8 map with groups (2, 2): G = 4, Q = 8."""
+    x = torch.randn(2, 3, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _, global_rel, local_rel = transform_free_isa(x, (2, 2), return_relations=True)
+    return global_rel, local_rel
+
+
+def test_dense_relation_accepts_the_right_pair(relations):
+    global_rel, local_rel = relations
+    dense = dense_relation(global_rel, local_rel, (2, 2), (4, 8))
+    assert dense.shape == (2, 32, 32)
+    assert torch.allclose(dense.sum(-1), torch.ones(2, 32, dtype=torch.float64))
+
+
+def test_dense_relation_rejects_swapped_relations(relations):
+    global_rel, local_rel = relations
+    with pytest.raises(ValueError, match=r"global_relation \[B, 4, 8, 8\] and local_relation \[B, 8, 4, 4\]"):
+        dense_relation(local_rel, global_rel, (2, 2), (4, 8))
+
+
+def test_dense_relation_rejects_wrong_groups(relations):
+    """Relations of groups (2, 2) read with another number of groups are an error.
+
+    (Groupings with the same ``P_h·P_w`` and ``Q_h·Q_w``, e.g. (1, 4) here, give relations of the
+    same shapes and cannot be told apart by shape.)
+    """
+    global_rel, local_rel = relations
+    for groups in [(4, 2), (2, 4), (1, 1), 4]:
+        with pytest.raises(ValueError, match="expected global_relation"):
+            dense_relation(global_rel, local_rel, groups, (4, 8))
+
+
+def test_dense_relation_rejects_another_size(relations):
+    global_rel, local_rel = relations
+    with pytest.raises(ValueError, match=r"for size \(16, 16\)"):
+        dense_relation(global_rel, local_rel, (2, 2), size=(16, 16))
+
+
+def test_dense_relation_rejects_mixed_batch_sizes(relations):
+    global_rel, local_rel = relations
+    with pytest.raises(ValueError, match="one batch size"):
+        dense_relation(global_rel, local_rel[:1], (2, 2), (4, 8))
+
+
+def test_dense_relation_rejects_unbatched_and_unused_relations(relations):
+    global_rel, local_rel = relations
+    with pytest.raises(ValueError, match="expected global_relation"):
+        dense_relation(global_rel[0], local_rel[0], (2, 2), (4, 8))
+    with pytest.raises(ValueError, match="no 'local' stage"):
+        dense_relation(global_rel, local_rel, (2, 2), (4, 8), stages=("global",))
+    with pytest.raises(ValueError, match="local_relation must be a tensor"):
+        dense_relation(global_rel, local_rel.tolist(), (2, 2), (4, 8))
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: permutation_matrix(-4, 2), "num_positions"),
+        (lambda: permutation_matrix(10.0, 2), "num_positions"),
+        (lambda: permutation_matrix(True, 1), "num_positions"),
+        (lambda: permutation_matrix(8, 2.0), "num_groups"),
+        (lambda: permutation_indices(8, -2), "num_groups"),
+        (lambda: eq23_columns(0, 2), "num_positions"),
+        (lambda: eq23_columns(9, 3.0), "num_groups"),
+        (lambda: raster_permutation((4.0, 4), 2), r"size\[0\]"),
+        (lambda: raster_permutation((4, 0), 2), r"size\[1\]"),
+        (lambda: raster_permutation(16, 2), "size"),
+        (lambda: raster_permutation_matrix((4, 4), 2.5), "groups"),
+        (lambda: raster_permutation_matrix((4, 4, 1), 2), "size"),
+        (lambda: padded_size((7, 9), 2.5), "groups"),
+        (lambda: padded_size((7, -9), 2), r"size\[1\]"),
+        (lambda: padded_size((7, True), 2), r"size\[1\]"),
+        (lambda: dense_relation(None, None, 2.5, (4, 8)), "groups"),
+        (lambda: dense_relation(None, None, (2, 2), (4.0, 8)), r"size\[0\]"),
+        (lambda: transform_free_isa(torch.randn(1, 3, 4, 4), 2.5), "groups"),
+        (lambda: transform_free_isa(torch.randn(1, 3, 4, 4), 2, stages=5), "stages"),
+        (lambda: transform_free_isa([[1.0]], 2), "x"),
+        (lambda: visualize_relation(1.0, 0, (4, 4), 2, torch.ones(4, 4, 4), torch.ones(4, 4, 4)), "i"),
+        (lambda: visualize_relation(0, True, (4, 4), 2, torch.ones(4, 4, 4), torch.ones(4, 4, 4)), "j"),
+        (lambda: visualize_relation(0, 0, (4, 4.0), 2, torch.ones(4, 4, 4), torch.ones(4, 4, 4)), r"size\[1\]"),
+        (lambda: block_diagonal([[[1.0]]]), "blocks"),
+        (lambda: affine_form(nn.Conv2d(3, 3, 1)), "module"),
+        (lambda: check_groups(2.5), "groups"),
+        (lambda: check_groups(True), "groups"),
+        (lambda: check_groups("22"), "groups"),
+        (lambda: check_stages(None), "stages"),
+        (lambda: InterlacedSparseSelfAttention(8, groups=2.5), "groups"),
+        (lambda: InterlacedSparseSelfAttention(8, key_channels=True), "key_channels"),
+        (lambda: InterlacedSparseSelfAttention(8.0), "in_channels"),
+    ],
+)
+def test_bad_argument_is_named(call, name):
+    """Each malformed argument raises ``ValueError`` whose message names it."""
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_numpy_integers_are_accepted():
+    np = pytest.importorskip("numpy")
+    assert torch.equal(permutation_matrix(np.int64(12), np.int32(3)), permutation_matrix(12, 3))
+    assert padded_size((np.int64(7), 9), (2, 2)) == (8, 10)
+
+
+def test_padded_size_is_integer_rounding_up():
+    assert padded_size((7, 9), (2, 4)) == (8, 12)
+    assert padded_size((8, 8), 4) == (8, 8)
+    assert all(type(s) is int for s in padded_size((7, 9), (2, 4)))
+
+
+@pytest.mark.parametrize(
+    "shapes, stage, message",
+    [
+        (((1, 4, 4, 4), (1, 4, 4, 4), (1, 2, 4, 4)), "middle", "stage"),
+        (((1, 4, 16), (1, 4, 16), (1, 2, 16)), "global", "4-D"),
+        (((1, 4, 4, 4), (1, 4, 4, 5), (1, 2, 4, 4)), "global", "one b, h, w"),
+        (((1, 4, 4, 4), (2, 4, 4, 4), (1, 2, 4, 4)), "local", "one b, h, w"),
+        (((1, 4, 4, 4), (1, 3, 4, 4), (1, 2, 4, 4)), "local", "one b, h, w"),
+    ],
+)
+def test_grouped_attention_checks_its_maps(shapes, stage, message):
+    query, key, value = (torch.randn(*shape) for shape in shapes)
+    with pytest.raises(ValueError, match=message):
+        grouped_attention(query, key, value, stage, (2, 2))
+
+
+def test_grouped_attention_checks_groups():
+    x = torch.randn(1, 4, 4, 4)
+    with pytest.raises(ValueError, match="groups"):
+        grouped_attention(x, x, x, "global", 2.5)
+
+
+def test_self_attention_rejects_bool_widths():
+    with pytest.raises(ValueError, match="out_channels"):
+        SelfAttention(8, out_channels=True)
