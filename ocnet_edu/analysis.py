@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
+from ocnet_edu.nn.isa import InterlacedSparseSelfAttention, padded_size, split_padding
 from ocnet_edu.nn.relation import dense_relation
 
-__all__ = ["same_class_mass", "labels_at", "relation_of"]
+__all__ = ["same_class_mass", "labels_at", "ocp_relation", "relation_of"]
 
 
 def same_class_mass(
@@ -61,11 +61,33 @@ def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def relation_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The dense relation ``[B, h·w, h·w]`` of the OCP in a Base-OC head of an OCNet model.
+def ocp_relation(ocp: nn.Module, reduced: torch.Tensor) -> torch.Tensor:
+    """The dense relation ``[B, h·w, h·w]`` of an SA or ISA OCP on ``reduced [B, C, h, w]``,
+    over the map's own cells in raster order.
 
-    For an ISA OCP, the two sparse relations are combined with :func:`dense_relation` (Eq. 9);
-    an SA OCP's relation is dense already.
+    For ISA it is Eq. 9 (:func:`dense_relation`). In the paper's flavour padded keys are masked,
+    so every row sums to one. In the ``zeros-split`` padding of the openseg and mmseg flavours
+    (:func:`~ocnet_edu.nn.isa.split_padding`) the padded zeros take part as keys: the relation is
+    built over the whole padded grid and the padded rows and columns are dropped, so a row sums
+    to one minus the weight that pixel gives to padding.
+    """
+    out = ocp(reduced, return_relations=True)
+    if not isinstance(ocp, InterlacedSparseSelfAttention):
+        return out.relation
+    size = tuple(reduced.shape[-2:])
+    if ocp.flavour.padding != "zeros-split":
+        return dense_relation(out.global_relation, out.local_relation, ocp.groups, size, ocp.stages)
+    grid = padded_size(size, ocp.groups)
+    left, _, top, _ = split_padding(size, ocp.groups)
+    dense = dense_relation(out.global_relation, out.local_relation, ocp.groups, grid, ocp.stages)
+    rows = torch.arange(top, top + size[0], device=dense.device)[:, None] * grid[1]
+    cells = (rows + torch.arange(left, left + size[1], device=dense.device)).flatten()
+    return dense[:, cells][:, :, cells]
+
+
+def relation_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The dense relation ``[B, h·w, h·w]`` of the OCP in a Base-OC head of an OCNet model
+    (:func:`ocp_relation`: Eq. 9 for ISA; an SA OCP's relation is dense already).
 
     Args:
         model: an :class:`~ocnet_edu.model.OCNet` whose ``context`` has ``reduce`` and ``ocp``.
@@ -76,12 +98,6 @@ def relation_of(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"relation_of needs a Base-OC head with an OCP, got {type(context).__name__}")
     was_training = model.training
     model.eval()
-    reduced = context.reduce(model.backbone(images).out)
-    ocp = context.ocp
-    out = ocp(reduced, return_relations=True)
-    if isinstance(ocp, InterlacedSparseSelfAttention):
-        relation = dense_relation(out.global_relation, out.local_relation, ocp.groups, reduced.shape[-2:], ocp.stages)
-    else:
-        relation = out.relation
+    relation = ocp_relation(context.ocp, context.reduce(model.backbone(images).out))
     model.train(was_training)
     return relation

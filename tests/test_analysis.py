@@ -47,3 +47,35 @@ def test_labels_at_and_relation_of():
     with pytest.raises(ValueError, match="Base-OC"):
         relation_of(OCNet(SmallBackbone(width=4), build_context_module("none", 32, channels=8), num_classes=3),
                     torch.randn(1, 3, 64, 64))
+
+
+
+@pytest.mark.parametrize("flavour", ["paper", "openseg", "mmseg"])
+def test_ocp_relation_keeps_the_real_cells_of_every_flavour(flavour):
+    """On a map that needs padding the relation over the real cells is right for every flavour:
+    rows sum to one with the paper's masked padding; with zeros-split padding the relation equals
+    that of the same module on the input zero-padded by hand (where no padding is then needed),
+    restricted to the real cells at the offsets split_padding gives (not the bottom-right)."""
+    import torch.nn.functional as F
+
+    from ocnet_edu.analysis import ocp_relation
+    from ocnet_edu.nn.isa import InterlacedSparseSelfAttention, split_padding
+
+    torch.manual_seed(0)
+    isa = InterlacedSparseSelfAttention(8, groups=(4, 4), flavour=flavour).eval()
+    x = torch.randn(2, 8, 5, 7)
+    with torch.no_grad():
+        relation = ocp_relation(isa, x)
+    assert relation.shape == (2, 35, 35)
+    if flavour == "paper":
+        torch.testing.assert_close(relation.sum(-1), torch.ones(2, 35))
+        return
+    left, right, top, bottom = split_padding((5, 7), (4, 4))
+    assert (left, right, top, bottom) == (0, 1, 1, 2)  # 5x7 -> 8x8: one padded row on top
+    padded = F.pad(x, (left, right, top, bottom))
+    with torch.no_grad():
+        full = ocp_relation(isa, padded)  # 8x8: divisible, nothing padded inside the module
+    height, width = padded.shape[-2:]
+    cells = torch.tensor([(top + i) * width + left + j for i in range(5) for j in range(7)])
+    torch.testing.assert_close(relation, full[:, cells][:, :, cells], rtol=1e-5, atol=1e-7)
+    assert (relation.sum(-1) < 1 - 1e-4).all()  # every pixel gives some weight to the padded zeros

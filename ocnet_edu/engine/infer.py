@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ocnet_edu.nn.attention import SelfAttention
-from ocnet_edu.nn.isa import InterlacedSparseSelfAttention, padded_size, split_padding
-from ocnet_edu.nn.relation import dense_relation
+from ocnet_edu.analysis import ocp_relation
+from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 
 __all__ = ["CITYSCAPES_COLOURS", "palette", "read_image", "pixel_relation", "infer_images"]
 
@@ -61,21 +61,10 @@ def pixel_relation(model: torch.nn.Module, x: torch.Tensor, at: tuple[int, int])
         h, w = reduced.shape[-2:]
         row, col = min(at[1] * h // x.shape[-2], h - 1), min(at[0] * w // x.shape[-1], w - 1)
         ocp = model.context.ocp
-        if isinstance(ocp, SelfAttention):
-            relation = ocp(reduced, return_relations=True).relation[0, row * w + col].reshape(h, w)
-            return relation, 0.0
-        if not isinstance(ocp, InterlacedSparseSelfAttention):
+        if not isinstance(ocp, (SelfAttention, InterlacedSparseSelfAttention)):
             raise TypeError(f"relation maps need an SA or ISA OCP, got {type(ocp).__name__}")
-        _, g, l = ocp(reduced, return_relations=True)
-        if ocp.flavour.padding != "zeros-split":  # masked: padded keys get exactly zero weight
-            dense = dense_relation(g, l, ocp.groups, (h, w), ocp.stages)[0]
-            return dense[row * w + col].reshape(h, w), 0.0
-        grid = padded_size((h, w), ocp.groups)
-        left, _, top, _ = split_padding((h, w), ocp.groups)
-        dense = dense_relation(g, l, ocp.groups, grid, ocp.stages)[0]  # over the whole padded grid
-        full = dense[(row + top) * grid[1] + col + left].reshape(grid)
-        relation = full[top:top + h, left:left + w]
-        return relation, float(full.sum() - relation.sum())
+        relation = ocp_relation(ocp, reduced)[0, row * w + col].reshape(h, w)
+        return relation, float(1 - relation.sum()) if isinstance(ocp, InterlacedSparseSelfAttention) else 0.0
 
 
 def _save_relation(relation: torch.Tensor, size: tuple[int, int], path: Path) -> None:
