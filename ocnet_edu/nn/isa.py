@@ -157,6 +157,18 @@ def _check_maps(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, sta
         )
 
 
+def _pad_and_mask(query, key, value, stage: str, groups: tuple[int, int], padded: tuple[int, int]):
+    """Zero-pad the maps at the bottom/right to ``padded`` and the key mask that hides the padded
+    positions from every group of ``stage`` (the paper's masked padding)."""
+    (height, width), (pad_h, pad_w) = query.shape[-2:], padded
+    pad = (0, pad_w - width, 0, pad_h - height)
+    query, key, value = (F.pad(t, pad) for t in (query, key, value))
+    valid = torch.zeros(pad_h, pad_w, dtype=torch.bool, device=query.device)
+    valid[:height, :width] = True
+    key_mask = repeat(valid, MASK_PATTERNS[stage], b=query.shape[0], ph=groups[0], pw=groups[1])
+    return query, key, value, key_mask
+
+
 def grouped_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -194,11 +206,7 @@ def grouped_attention(
     memory_format = _memory_format(query)
     key_mask = None
     if (pad_h, pad_w) != (height, width):
-        pad = (0, pad_w - width, 0, pad_h - height)
-        query, key, value = (F.pad(t, pad) for t in (query, key, value))
-        valid = torch.zeros(pad_h, pad_w, dtype=torch.bool, device=query.device)
-        valid[:height, :width] = True
-        key_mask = repeat(valid, MASK_PATTERNS[stage], b=batch, ph=p_h, pw=p_w)
+        query, key, value, key_mask = _pad_and_mask(query, key, value, stage, groups, (pad_h, pad_w))
     pattern = GROUP_PATTERNS[stage]
     q, k, v = (rearrange(t, pattern, ph=p_h, pw=p_w) for t in (query, key, value))
     out, weights = attend(q, k, v, key_mask=key_mask, return_relations=return_relations, fused=fused)
