@@ -17,7 +17,8 @@ __all__ = ["activation", "call_in_dtype", "check_input", "check_int", "check_siz
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> nn.Sequential:
-    """``conv (no bias) → BatchNorm → ReLU`` with 'same' padding.
+    """``conv (no bias) → BatchNorm → ReLU`` with 'same' padding (:func:`conv_bn_act` with its
+    defaults, the paper's block).
 
     Args:
         in_channels: input channels.
@@ -28,14 +29,7 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, dila
     Raises:
         ValueError: an even ``kernel_size`` (no 'same' padding exists).
     """
-    if kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
-    padding = dilation * (kernel_size - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+    return conv_bn_act(in_channels, out_channels, kernel_size, dilation)
 
 
 def activation(slope: float = 0.0) -> nn.Module:
@@ -51,7 +45,7 @@ def conv_bn_act(
     in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1,
     bias: bool = False, slope: float = 0.0,
 ) -> nn.Sequential:
-    """``conv → BatchNorm → activation`` with 'same' padding; :func:`conv_bn_relu` with options.
+    """``conv → BatchNorm → activation`` with 'same' padding.
 
     Args:
         in_channels, out_channels, kernel_size, dilation: as in :func:`conv_bn_relu`.
@@ -60,15 +54,16 @@ def conv_bn_act(
 
     Shapes:
         ``[B, in_channels, H, W] → [B, out_channels, H, W]``; parameter names ``0.*`` (conv)
-        and ``1.*`` (BN), the same as :func:`conv_bn_relu`'s.
+        and ``1.*`` (BN).
     """
-    layers = conv_bn_relu(in_channels, out_channels, kernel_size, dilation)
-    if bias:
-        conv = layers[0]
-        layers[0] = nn.Conv2d(in_channels, out_channels, kernel_size, padding=conv.padding,
-                              dilation=dilation, bias=True)
-    layers[2] = activation(slope)
-    return layers
+    if kernel_size % 2 != 1:
+        raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+    padding = dilation * (kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=bias),
+        nn.BatchNorm2d(out_channels),
+        activation(slope),
+    )
 
 
 def check_input(x: torch.Tensor, in_channels: int, owner: str) -> None:
