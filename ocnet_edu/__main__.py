@@ -156,22 +156,26 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "infer":
-        return _run_infer(parser, args)
-    from ocnet_edu.config import load_config
-
     try:
-        cfg = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
-    try:
-        report = _run_command(args, cfg)
+        if args.command == "infer":
+            return _run_infer(parser, args)
+        report = _run_command(args, _config(parser, args))
     except _user_errors() as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 1
     if report is not None:
         print(report)
     return 0
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The command's config; a bad file, key or value is a usage error (exit status 2)."""
+    from ocnet_edu.config import load_config
+
+    try:
+        return load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
 
 
 def _run_command(args: argparse.Namespace, cfg) -> str | None:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ocnet_edu.nn.attention import SelfAttention
 from ocnet_edu.analysis import ocp_relation
+from ocnet_edu.data.datasets import load_rgb
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 
 __all__ = ["CITYSCAPES_COLOURS", "palette", "read_image", "pixel_relation", "infer_images"]
@@ -37,8 +38,9 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as RGB ``[1, 3, H, W]`` float32 in [0, 1]."""
-    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    """An image file as RGB ``[1, 3, H, W]`` float32 in [0, 1]; read by the datasets' reader, so
+    a missing, broken or oversized file is a :class:`~ocnet_edu.data.DatasetError` naming it."""
+    array = load_rgb(Path(path)).astype(np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
 
