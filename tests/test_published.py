@@ -272,3 +272,20 @@ def test_infer_cli_needs_a_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["infer", "x.png", "--out", str(tmp_path)])
     assert "--published" in capsys.readouterr().err
+
+
+class _NotATensor:
+    """Any custom class: loading it would need arbitrary unpickling."""
+
+
+def test_published_checkpoint_file_is_loaded_without_arbitrary_unpickling(tmp_path):
+    """Published files are read with ``weights_only=True`` like every other checkpoint: a file
+    holding other objects is refused with a message naming it, before any code could run."""
+    import torch
+
+    from ocnet_edu.zoo.published import load_published
+
+    path = tmp_path / "crafted.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": _NotATensor()}, path)
+    with pytest.raises(ValueError, match="crafted.pth"):
+        load_published(path, "openseg", "isanet", 19)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ocnet_edu.backbones.imagenet import key_mismatches
+from ocnet_edu.backbones.imagenet import key_mismatches, read_state_dict
 from ocnet_edu.backbones.resnet import DilatedResNet
 from ocnet_edu.model import OCNet
 from ocnet_edu.nn.attention import SelfAttention
@@ -231,8 +231,8 @@ def _rename(key: str, pairs: list[tuple[str, str]]) -> str | None:
 
 def _unwrap(checkpoint: str | os.PathLike | dict) -> dict[str, torch.Tensor]:
     """A flat state dict from a path or a dict (``state_dict`` entry, ``module.`` prefixes)."""
-    if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict):  # the backbones' reader: weights_only, unwrapped, 'module.' stripped
+        return read_state_dict(checkpoint)
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("checkpoint must be a state dict of tensors, or a dict with one under 'state_dict'")
