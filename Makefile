@@ -8,14 +8,14 @@ PY := $(VENV)/bin/python
 NPM ?= npm
 # Chapters checked in a browser by `make check-book`: CHAPTER=EXPECTATIONS, with EXPECTATIONS a
 # comma-separated subset of math (typeset math present) and img (figures shown); empty = page loads.
-BOOK_CHECKS ?= 01_introduction=math,img 02_context_sets=math,img 03_self_attention=math,img \
+BOOK_CHECKS ?= bibliography= 01_introduction=math,img 02_context_sets=math,img 03_self_attention=math,img \
 	04_interlaced_sparse_self_attention=math,img 05_complexity=math,img 06_relation_maps=math,img \
 	07_training=math,img 08_pyramid_extensions=math,img 09_network=math,img 10_efficiency=math,img \
 	11_ablations=math,img 12_what_the_model_attends_to=math,img 13_state_of_the_art=math,img \
 	14_inside_a_trained_ocnet=math,img
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
-.PHONY: lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
+.PHONY: check-book-refs lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,3 +71,7 @@ gpu-check: install
 
 clean:
 	rm -rf _build .pytest_cache book/_mathjax
+
+## The book built without executing chapters (seconds): MyST, cross-references and citations, warnings as errors.
+check-book-refs: install
+	bash scripts/check_book_refs.sh $(VENV)/bin
