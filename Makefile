@@ -15,7 +15,7 @@ BOOK_CHECKS ?= bibliography= 01_introduction=math,img 02_context_sets=math,img 0
 	14_inside_a_trained_ocnet=math,img
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
-.PHONY: check-book-refs lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
+.PHONY: notebooks check-book-refs lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ book: install node_modules/.package-lock.json
 	mkdir -p book/_mathjax
 	cp -R node_modules/mathjax/es5 book/_mathjax/mathjax
 	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+
+## Every chapter as an executed notebook (outputs included) in the site, _build/html/notebooks/:
+## `make book` writes them (book/_ext/notebook_links.py); this builds the book if it is not built
+## yet and checks that each chapter has one with every code cell run.
+notebooks: install
+	test -f _build/html/index.html || $(MAKE) book
+	$(PY) scripts/notebooks.py _build/html/notebooks
 
 ## The built book opened in headless Chromium: math typeset, figures shown, no external scripts.
 check-book: chromium book

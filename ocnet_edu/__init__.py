@@ -12,8 +12,7 @@ weights), :mod:`ocnet_edu.experiments` (the book's measurements).
 from ocnet_edu import backbones, heads, nn, scale
 from ocnet_edu.model import OCNet, OCNetOutput
 from ocnet_edu.nn import InterlacedSparseSelfAttention, SelfAttention
-
-__version__ = "0.2.0"
+from ocnet_edu.version import __version__, require_version
 
 __all__ = [
     "InterlacedSparseSelfAttention",
@@ -23,5 +22,6 @@ __all__ = [
     "backbones",
     "heads",
     "nn",
+    "require_version",
     "scale",
 ]

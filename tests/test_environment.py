@@ -71,6 +71,6 @@ def test_book_extra_runs_the_chapters():
 def test_version_has_one_source():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" in pyproject["project"]["dynamic"]
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ocnet_edu.__version__"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ocnet_edu.version.__version__"}
     assert re.fullmatch(r"\d+\.\d+\.\d+", ocnet_edu.__version__)
     assert f"## {ocnet_edu.__version__}" in (ROOT / "CHANGELOG.md").read_text()

@@ -1,0 +1,107 @@
+"""The chapters' set-up cell (scripts/sync_setup_cell.py) and the version check it makes.
+
+The cell must do nothing but check the version where ocnet_edu is importable, and install it
+first where it is not (Google Colab). Both branches run here in a fresh virtual environment: it
+sees the test environment's packages (torch, numpy, ...) through a ``.pth`` file, but not
+ocnet_edu, whose editable install is only found from the test environment's own site directory.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ocnet_edu
+from ocnet_edu.version import require_version
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import sync_setup_cell  # noqa: E402  (a script, not a package module)
+
+
+def test_every_chapter_has_the_current_setup_cell_first():
+    assert sync_setup_cell.main(["--check"]) == 0
+    for path in sync_setup_cell.chapters():
+        first_code_cell = path.read_text().split("```{code-cell} ipython3", 2)[1]
+        assert sync_setup_cell.MARKER in first_code_cell, path.name
+
+
+def test_the_cell_installs_from_the_repository_set_in_config_yml():
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    cell = sync_setup_cell.setup_cell()
+    assert f'"ocnet_edu[book] @ git+{url}"' in cell
+    assert f'require_version("{ocnet_edu.__version__}")' in cell
+
+
+def test_a_stale_cell_is_replaced_and_a_missing_one_inserted_after_the_gpu_note():
+    cell = sync_setup_cell.setup_cell()
+    bare = "# Title\n\n" + sync_setup_cell.ANCHOR + "\ntext\n"
+    inserted = sync_setup_cell.with_setup_cell(bare, cell, "x.md")
+    assert inserted.index(sync_setup_cell.ANCHOR) < inserted.index(sync_setup_cell.MARKER) < inserted.index("text")
+    stale = inserted.replace(ocnet_edu.__version__, "0.0.1")
+    assert sync_setup_cell.with_setup_cell(stale, cell, "x.md") == inserted
+    with pytest.raises(SystemExit, match="x.md"):
+        sync_setup_cell.with_setup_cell("# no note here\n", cell, "x.md")
+
+
+@pytest.mark.parametrize("installed, minimum", [("0.2.0", "0.2.0"), ("0.10.0", "0.9.1"), ("1.0", "0.9.9"),
+                                                ("0.2.1+local", "0.2")])
+def test_require_version_accepts_equal_or_newer(installed, minimum):
+    assert require_version(minimum, installed=installed) == installed
+
+
+@pytest.mark.parametrize("installed, minimum", [("0.1.9", "0.2.0"), ("0.9.1", "0.10.0"), ("0.2", "0.2.1")])
+def test_require_version_refuses_older_and_says_how_to_upgrade(installed, minimum):
+    with pytest.raises(RuntimeError, match=rf"needs ocnet_edu >= {re.escape(minimum)}.*{re.escape(installed)}.*upgrade"):
+        require_version(minimum, installed=installed)
+
+
+@pytest.mark.parametrize("minimum", ["", "v0.2", "0.2.x", "latest"])
+def test_require_version_names_a_malformed_argument(minimum):
+    with pytest.raises(ValueError, match="minimum"):
+        require_version(minimum)
+
+
+def _cell_code() -> str:
+    """The Python source of the set-up cell (its fenced body, MyST options dropped)."""
+    body = sync_setup_cell.setup_cell().split("\n", 1)[1].rsplit("```", 1)[0]
+    return body.split("\n\n", 1)[1]
+
+
+def test_the_setup_cell_installs_when_missing_and_only_checks_when_present(tmp_path):
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(wheel_dir), str(ROOT)], check=True, capture_output=True, text=True)
+    (wheel,) = wheel_dir.glob("ocnet_edu-*.whl")
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    fresh_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+    # The test environment's packages, but not its editable ocnet_edu (a .pth inside a path added by
+    # a .pth is not processed, so the editable finder does not load).
+    Path(fresh_site, "test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    missing = subprocess.run([str(python), "-c", "import ocnet_edu"], capture_output=True, text=True, cwd=tmp_path)
+    assert missing.returncode != 0 and "No module named 'ocnet_edu'" in missing.stderr
+
+    env = {"OCNET_EDU_SOURCE": str(wheel), "PIP_NO_DEPS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = _cell_code()
+    first = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"installing {wheel}" in first.stdout
+    assert first.stdout.rstrip().endswith(f"ocnet_edu {ocnet_edu.__version__}")
+    located = subprocess.run([str(python), "-c", "import ocnet_edu; print(ocnet_edu.__file__)"], env=env,
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert located.stdout.startswith(fresh_site), located.stdout
+
+    second = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "installing" not in second.stdout
+    assert second.stdout.strip() == f"ocnet_edu {ocnet_edu.__version__}"
