@@ -80,7 +80,8 @@ class DataConfig:
 
     ``synthetic_length`` and ``synthetic_size`` size the generated datasets used at CPU scale
     (``dataset`` = ``"synthetic"`` or ``"digits"``; ``digit_scale`` is the digits' card size).
-    ``dataset`` is a key of :data:`ocnet_edu.data.DATASETS`."""
+    ``dataset`` is a key of :data:`ocnet_edu.data.DATASETS`. ``ignore_index`` is the mask value
+    meaning "not labelled" in your own data (``dataset: folder``, :mod:`ocnet_edu.data.custom`)."""
 
     dataset: str = "cityscapes"
     root: str = "data/cityscapes"
@@ -94,6 +95,7 @@ class DataConfig:
     digit_scale: int = 4
     synthetic_length: int = 64
     synthetic_size: tuple[int, int] = (64, 64)
+    ignore_index: int = 255
 
 
 @dataclass
@@ -454,6 +456,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.digit_scale", _positive, "a positive integer"),
     ("data.synthetic_length", _positive, "at least 1"),
     ("data.synthetic_size", _positive_sizes, "two positive sizes (height, width)"),
+    ("data.ignore_index", lambda v: 0 <= v <= 255, "a mask value in 0..255"),
     ("optim.lr", lambda v: v > 0, "> 0"),
     ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optim.weight_decay", lambda v: v >= 0, ">= 0"),

@@ -20,6 +20,7 @@ from ocnet_edu.data.datasets import (
     cityscapes_lut,
     cocostuff_lut,
 )
+from ocnet_edu.data.custom import ImageMaskFolder, read_classes
 from ocnet_edu.data.digits import DigitScenes
 from ocnet_edu.data.registry import DATASETS, NUM_CLASSES, build_dataset, dataset_class, dataset_from_config
 from ocnet_edu.data.synthetic import SyntheticShapes
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetError",
     "DigitScenes",
     "IGNORE_INDEX",
+    "ImageMaskFolder",
     "LIPDataset",
     "NUM_CLASSES",
     "PascalContextDataset",
@@ -43,6 +45,7 @@ __all__ = [
     "cityscapes_lut",
     "cocostuff_lut",
     "dataset_class",
+    "read_classes",
     "dataset_from_config",
     "sample_generator",
     "sample_seed",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ocnet_edu.data import datasets as folders
 from ocnet_edu.data._common import SegmentationDataset, Transform
+from ocnet_edu.data.custom import ImageMaskFolder
 from ocnet_edu.data.datasets import SegmentationFolder
 from ocnet_edu.data.digits import DigitScenes
 from ocnet_edu.data.synthetic import SyntheticShapes
@@ -30,6 +31,7 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "lip": folders.LIPDataset,
     "pascal_context": folders.PascalContextDataset,
     "coco_stuff": folders.COCOStuffDataset,
+    "folder": ImageMaskFolder,
     "synthetic": SyntheticShapes,
     "digits": DigitScenes,
 }
