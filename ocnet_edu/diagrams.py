@@ -126,7 +126,9 @@ def trace_blocks(module: nn.Module, x: torch.Tensor, expand: Sequence[str] = ())
 
     Args:
         module: any module taking one tensor. Its mode (``train``/``eval``) is left as it is.
-        x: its input, e.g. a small ``[1, C, H, W]`` map (the shapes scale with it).
+        x: its input, e.g. a small ``[1, C, H, W]`` map (the shapes scale with it), or a ``meta``
+            tensor with a ``meta`` module (nothing is computed). Every tensor of the pass is kept
+            alive until the trace returns, so keep real inputs small.
         expand: dotted names of children to replace by their own children (e.g. ``"atrous"`` in
             ASP-OC, whose forward returns a list of branches). ``ModuleList`` and ``ModuleDict``
             children are always opened, since they are never called themselves.
