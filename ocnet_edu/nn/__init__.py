@@ -11,6 +11,9 @@ module             what
 ``context_sets``   the context sets of PPM, ASPP and object context (Eq. 1–3, Eq. 22)
 ``residual``       ISA as a residual block for any backbone (Sec. 5)
 ``complexity``     the FLOPs of SA and ISA: Eq. 24–26 (App. F) and the best grouping
+``zoo``            minimal axial, window and OCR attention (what came after, chapter 15)
+``zoo_complexity`` the FLOPs of the related work's mechanisms and of ``zoo`` (chapter 15)
+``reach``          supports measured by back-propagation; path lengths in attention steps
 =================  =====================================================================
 """
 
