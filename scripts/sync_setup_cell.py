@@ -84,9 +84,12 @@ def with_setup_cell(text: str, cell: str, name: str) -> str:
     """``text`` with its set-up cell replaced by ``cell``, or inserted after the GPU note."""
     if CELL_RE.search(text):
         return CELL_RE.sub(lambda _: cell, text, count=1)
-    if ANCHOR not in text:
-        raise SystemExit(f"{name}: no set-up cell and no '{{include}} _gpu_note.md' block to put it after")
-    return text.replace(ANCHOR, ANCHOR + "\n" + cell, 1)
+    if ANCHOR in text:
+        return text.replace(ANCHOR, ANCHOR + "\n" + cell, 1)
+    title = re.search(r"^# .*\n", text, flags=re.M)  # a page without the GPU note: after its title
+    if title is None:
+        raise SystemExit(f"{name}: no set-up cell, no '{{include}} _gpu_note.md' block and no '# ' title to put it after")
+    return text[:title.end()] + "\n" + cell + text[title.end():]
 
 
 def main(argv: list[str] | None = None) -> int:

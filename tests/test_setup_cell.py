@@ -46,8 +46,10 @@ def test_a_stale_cell_is_replaced_and_a_missing_one_inserted_after_the_gpu_note(
     assert inserted.index(sync_setup_cell.ANCHOR) < inserted.index(sync_setup_cell.MARKER) < inserted.index("text")
     stale = inserted.replace(ocnet_edu.__version__, "0.0.1")
     assert sync_setup_cell.with_setup_cell(stale, cell, "x.md") == inserted
+    titled = sync_setup_cell.with_setup_cell("# Title\n\nbody\n", cell, "x.md")
+    assert titled.index("# Title") < titled.index(sync_setup_cell.MARKER) < titled.index("body")
     with pytest.raises(SystemExit, match="x.md"):
-        sync_setup_cell.with_setup_cell("# no note here\n", cell, "x.md")
+        sync_setup_cell.with_setup_cell("no title here\n", cell, "x.md")
 
 
 @pytest.mark.parametrize("installed, minimum", [("0.2.0", "0.2.0"), ("0.10.0", "0.9.1"), ("1.0", "0.9.9"),
