@@ -12,7 +12,7 @@ BOOK_CHECKS ?= bibliography= 01_introduction=math,img 02_context_sets=math,img 0
 	04_interlaced_sparse_self_attention=math,img 05_complexity=math,img 06_relation_maps=math,img \
 	07_training=math,img 08_pyramid_extensions=math,img 09_network=math,img 10_efficiency=math,img \
 	11_ablations=math,img 12_what_the_model_attends_to=math,img 13_state_of_the_art=math,img \
-	14_inside_a_trained_ocnet=math,img 15_attention_zoo=math,img appendix_errata=math
+	14_inside_a_trained_ocnet=math,img 15_attention_zoo=math,img guide_own_data=img appendix_errata=math
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
 .PHONY: notebooks check-book-refs lint-workflows install test test-lib test-book book check-book chromium clean gpu-check

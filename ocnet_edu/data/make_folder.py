@@ -29,14 +29,17 @@ def write_example_folder(root: str | Path, splits: dict[str, int] | None = None,
         classes: the class names; the scenes have ``len(classes)`` classes, 0 the background.
         ignore_index: the mask value written where the label is unknown: a band of
             ``ignore_border`` pixels around every object, as annotators leave at object edges.
-        seed: scenes of split ``s`` are drawn with seed ``seed + k`` for the k-th split.
+        seed: fixes the class colours and every scene; the splits are consecutive, disjoint runs
+            of the same seed's scenes (same colours, no scene twice).
     """
     root = Path(root)
     splits = {"train": 24, "val": 8} if splits is None else splits
     (root).mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
-    for k, (split, count) in enumerate(splits.items()):
-        scenes = SyntheticShapes(length=count, size=size, num_classes=len(classes), seed=seed + k)
+    first = 0
+    for split, count in splits.items():
+        scenes = SyntheticShapes(length=count, size=size, num_classes=len(classes), seed=seed, first_index=first)
+        first += count
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "masks" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
