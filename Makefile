@@ -15,7 +15,7 @@ BOOK_CHECKS ?= bibliography= 01_introduction=math,img 02_context_sets=math,img 0
 	14_inside_a_trained_ocnet=math,img 15_attention_zoo=math,img guide_own_data=img appendix_errata=math
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
-.PHONY: notebooks check-book-refs lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
+.PHONY: test-book-full notebooks check-book-refs lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-lib: install
 
 test-book: install
 	$(PY) -m pytest --nbval book
+
+## Every chapter at full scale (OCNET_SCALE=full) under nbval: not in CI (about an hour on two CPU
+## cores; minutes on a GPU). Every asserted claim must hold at both scales.
+test-book-full: install
+	OCNET_SCALE=full $(PY) -m pytest --nbval book -p no:cacheprovider
 
 ## The book: every chapter executed at small scale (unless OCNET_SCALE is set), HTML in _build/html,
 ## MathJax served from the build itself, every Sphinx warning an error. --all re-reads and

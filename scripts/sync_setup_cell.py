@@ -1,5 +1,8 @@
 """Write the book's set-up cell into every chapter, or check that each chapter has it (``--check``).
 
+It also writes each page's ``full_scale`` substitution (front matter), which the page's "Run on a
+GPU" note shows, from ``book/_scale.yml``.
+
 Every chapter's first code cell is the same: it imports ``ocnet_edu`` and, where the import fails
 (Google Colab, a fresh machine), installs the library with the book's extras from the repository
 first, then checks the version the chapter was written for. The repository URL comes from
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 import sys
 from pathlib import Path
@@ -92,14 +96,32 @@ def with_setup_cell(text: str, cell: str, name: str) -> str:
     return text[:title.end()] + "\n" + cell + text[title.end():]
 
 
+def scale_notes(root: Path = ROOT) -> dict[str, str]:
+    """``book/_scale.yml``: page (as in the toc) -> what ``OCNET_SCALE=full`` changes on it."""
+    return yaml.safe_load((root / "book" / "_scale.yml").read_text())
+
+
+def with_scale_note(text: str, note: str, name: str) -> str:
+    """``text`` whose front matter sets ``myst: substitutions: full_scale`` to ``note`` (replaced or added)."""
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        raise SystemExit(f"{name}: no front matter to hold the page's full_scale note")
+    end = text.index("\n---\n", 4) + 1
+    header, body = text[:end], text[end:]
+    header = re.sub(r"(myst:\n  )?substitutions:\n  +full_scale: .*\n", "", header)
+    return header + "myst:\n  substitutions:\n    full_scale: " + json.dumps(note, ensure_ascii=False) + "\n" + body
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report chapters whose cell differs")
     args = parser.parse_args(argv)
-    cell, stale = setup_cell(), []
+    cell, notes, stale = setup_cell(), scale_notes(), []
     for path in chapters():
         text = path.read_text()
-        new = with_setup_cell(text, cell, path.name)
+        page = path.relative_to(ROOT).with_suffix("").as_posix()
+        if page not in notes:
+            raise SystemExit(f"book/_scale.yml: no entry for {page} (what OCNET_SCALE=full changes on it)")
+        new = with_scale_note(with_setup_cell(text, cell, path.name), notes[page], path.name)
         if new != text:
             stale.append(path.name)
             if not args.check:

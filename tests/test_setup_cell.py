@@ -107,3 +107,23 @@ def test_the_setup_cell_installs_when_missing_and_only_checks_when_present(tmp_p
     assert second.returncode == 0, second.stderr
     assert "installing" not in second.stdout
     assert second.stdout.strip() == f"ocnet_edu {ocnet_edu.__version__}"
+
+
+def test_every_page_says_what_full_scale_changes_and_nothing_else_is_listed():
+    notes = sync_setup_cell.scale_notes()
+    pages = {path.relative_to(ROOT).with_suffix("").as_posix() for path in sync_setup_cell.chapters()}
+    assert set(notes) == pages
+    assert all(isinstance(note, str) and note.strip() for note in notes.values())
+    for path in sync_setup_cell.chapters():
+        header = path.read_text().split("\n---\n", 1)[0]
+        meta = yaml.safe_load(header.removeprefix("---\n"))
+        assert meta["myst"]["substitutions"]["full_scale"] == notes[path.relative_to(ROOT).with_suffix("").as_posix()]
+
+
+def test_the_scale_note_is_replaced_not_repeated():
+    page = "---\njupytext: {}\n---\n\n# T\n"
+    once = sync_setup_cell.with_scale_note(page, "a", "x.md")
+    twice = sync_setup_cell.with_scale_note(once, "b: with a colon", "x.md")
+    assert twice.count("full_scale") == 1
+    assert yaml.safe_load(twice.split("\n---\n", 1)[0].removeprefix("---\n"))["myst"]["substitutions"] == \
+        {"full_scale": "b: with a colon"}
