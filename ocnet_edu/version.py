@@ -7,7 +7,7 @@ top of the notebook instead of a confusing failure halfway through it.
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def _parse(version: str, argument: str) -> tuple[int, ...]:
