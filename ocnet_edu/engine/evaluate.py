@@ -97,18 +97,10 @@ def scaled_size(size: tuple[int, int], scale: float, rounding: str = "round") ->
     return tuple(max(1, int(rule(n * scale))) for n in size)
 
 
-def multi_scale_logits(
-    model: nn.Module,
-    image: torch.Tensor,
-    num_classes: int,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    crop_size: Sequence[int] | None = None,
-    flip_pairs: Sequence[tuple[int, int]] = (),
-    merge: str = "logits",
-    rounding: str = "round",
-    align_corners: bool = True,
-) -> torch.Tensor:
+def multi_scale_logits(model: nn.Module, image: torch.Tensor, num_classes: int, scales: Sequence[float] = (1.0,),
+                       flip: bool = False, crop_size: Sequence[int] | None = None,
+                       flip_pairs: Sequence[tuple[int, int]] = (), merge: str = "logits", rounding: str = "round",
+                       align_corners: bool = True) -> torch.Tensor:
     """Average of the logits at several scales (and their mirror images), at the input size.
 
     Args:
@@ -132,16 +124,12 @@ def multi_scale_logits(
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
     height, width = image.shape[-2:]
-    channel_order = torch.arange(num_classes)
-    for a, b in check_flip_pairs(flip_pairs):
-        channel_order[a], channel_order[b] = b, a
+    channel_order = _flip_channel_order(num_classes, flip_pairs).to(image.device)
     total = image.new_zeros(image.shape[0], num_classes, height, width)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K, h, w]`` of one scaled image (sliding windows if ``crop_size``)."""
-        if crop_size is not None:
-            return sliding_window_logits(model, x, num_classes, crop_size)
-        return _forward(model, x)
+        return _forward(model, x) if crop_size is None else sliding_window_logits(model, x, num_classes, crop_size)
 
     def back(logits: torch.Tensor) -> torch.Tensor:
         """Logits of a scaled image at the input size, as probabilities for ``merge="softmax"``."""
@@ -154,8 +142,16 @@ def multi_scale_logits(
                                                                      align_corners=align_corners)
         total += back(predict(scaled))
         if flip:
-            total += back(predict(scaled.flip(-1)).flip(-1)[:, channel_order.to(image.device)])
+            total += back(predict(scaled.flip(-1)).flip(-1)[:, channel_order])
     return total / (len(scales) * (2 if flip else 1))
+
+
+def _flip_channel_order(num_classes: int, flip_pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``[K]`` channel indices that exchange each ``(left, right)`` pair (identity elsewhere)."""
+    order = torch.arange(num_classes)
+    for a, b in check_flip_pairs(flip_pairs):
+        order[a], order[b] = b, a
+    return order
 
 
 def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
