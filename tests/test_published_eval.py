@@ -169,3 +169,13 @@ def test_published_needs_data(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["evaluate", "--published", "mmseg:isanet_r50-d8", "x.pth"])
     assert stop.value.code == 2 and "--published needs --data" in capsys.readouterr().err
+
+
+def test_infer_relation_map_of_asp_ocnet_is_refused_in_one_line(files, tmp_path, capsys):
+    """ASP-OC's OCP runs on a pooled map of its own branch: no relation row per image cell."""
+    image = tmp_path / "street.png"
+    Image.fromarray(np.zeros((*SIZE, 3), dtype=np.uint8)).save(image)
+    assert main(["infer", str(image), "--published", "openseg:asp_ocnet", str(files["openseg:asp_ocnet"]),
+                 "--num-classes", "4", "--out", str(tmp_path / "out"), "--relation-at", "1,1", "--device", "cpu"]) == 1
+    assert "ReducedASPOC has none" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "street_labels.png").exists()  # refused before any work
