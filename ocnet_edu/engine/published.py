@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from ocnet_edu.data.registry import build_dataset, dataset_class
 from ocnet_edu.engine.evaluate import evaluate_model
@@ -132,7 +133,8 @@ def _session(published: str, checkpoint: str | Path, dataset: str, root: str | P
 
 def evaluate_published(published: str, checkpoint: str | Path, root: str | Path, dataset: str = "cityscapes",
                        split: str = "val", tta: str = "none", num_classes: int | None = None, device: str = "cpu",
-                       out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                       out: str | Path | None = None, progress: bool = True,
+                       images: int | None = None) -> dict[str, Any]:
     """Score a published checkpoint with its source's test pipeline (one process).
 
     Args:
@@ -143,12 +145,16 @@ def evaluate_published(published: str, checkpoint: str | Path, root: str | Path,
         num_classes: of the checkpoint (default: the dataset's).
         device: where to run.
         out: write the scores as JSON here.
+        images: score only the first ``images`` images of the split (a quick look; the
+            published scores are over the whole split).
 
     Returns:
         The scores of :func:`~ocnet_edu.engine.evaluate.evaluate_model` plus ``published``,
         ``checkpoint`` and ``pipeline``.
     """
     model, data, pipeline, classes = _session(published, checkpoint, dataset, root, split, tta, num_classes, device)
+    if images is not None:
+        data = Subset(data, range(min(images, len(data))))
     result = evaluate_model(model, data, classes, device, pipeline.scales, pipeline.flip, progress=progress,
                             tta_options=pipeline.options())
     result.update(published=published, checkpoint=str(checkpoint), pipeline=asdict(pipeline))
