@@ -8,6 +8,8 @@ Examples::
     torchrun --nproc_per_node=8 -m ocnet_edu train --config configs/cityscapes/table2_base_oc_isa.yaml
     python -m ocnet_edu evaluate --config runs/synthetic/config.yaml --checkpoint runs/synthetic/final.pt --flip
     python -m ocnet_edu predict --config runs/paper/x/config.yaml --checkpoint runs/paper/x/final.pt --split test --out preds
+    python -m ocnet_edu evaluate --published openseg:base_ocnet data/published/openseg/base_ocnet.pth \
+        --data data/cityscapes --tta ms-flip        # a published model with its source's test pipeline
 
 Trailing ``key.sub=value`` arguments override the config (checked like the file itself).
 Every number on the command line is checked too (a test scale must be finite and > 0). A bad
@@ -46,9 +48,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _add_inference_options(command: argparse.ArgumentParser) -> None:
-    """The flags ``evaluate`` and ``predict`` share: config, checkpoint, test scales, flip, sliding window."""
-    command.add_argument("--config", required=True)
-    command.add_argument("--checkpoint", required=True)
+    """The flags ``evaluate`` and ``predict`` share: config and checkpoint (or a published model,
+    its data and test pipeline), test scales, flip, sliding window."""
+    command.add_argument("--config", help="our run's config (with --checkpoint)")
+    command.add_argument("--checkpoint")
+    command.add_argument("--published", nargs=2, metavar=("SOURCE:ARCH", "PATH"),
+                         help="a published checkpoint instead of --config/--checkpoint, e.g. openseg:isanet isanet.pth")
+    command.add_argument("--data", help="with --published: the dataset folder (official layout)")
+    command.add_argument("--dataset", default="cityscapes", help="with --published: the dataset's name")
+    command.add_argument("--tta", default="none", choices=["none", "ms-flip"],
+                         help="with --published: single scale, or the source's multi-scale + flip test")
+    command.add_argument("--num-classes", type=int, default=None, help="with --published (default: the dataset's)")
+    command.add_argument("--device", default=None, help="with --published (default: cuda if present)")
     command.add_argument("--scales", type=positive_float, nargs="+", default=[1.0],
                          help="test scales (finite, > 0), e.g. 0.75 1 1.25 1.5 1.75")
     command.add_argument("--flip", action="store_true", help="add the horizontally flipped prediction")
@@ -159,13 +170,52 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "infer":
             return _run_infer(parser, args)
-        report = _run_command(args, _config(parser, args))
+        if args.command != "train" and _check_model_flags(parser, args):
+            report = _run_published(args)
+        else:
+            report = _run_command(args, _config(parser, args))
     except _user_errors() as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 1
     if report is not None:
         print(report)
     return 0
+
+
+def _check_model_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Whether ``evaluate``/``predict`` runs a published model; a usage error (exit status 2)
+    for a mix of the two ways of naming a model or a flag that does not fit the chosen one."""
+    if args.published:
+        mixed = [flag for flag, used in (("--config", args.config), ("--checkpoint", args.checkpoint),
+                                          ("--scales", args.scales != [1.0]), ("--flip", args.flip),
+                                          ("--sliding", args.sliding), ("key=value overrides", args.overrides)) if used]
+        if mixed:
+            parser.error(f"--published takes its test pipeline from --tta and its data from --data; "
+                         f"drop {', '.join(mixed)}")
+        if not args.data:
+            parser.error("--published needs --data (the dataset folder)")
+        return True
+    if not (args.config and args.checkpoint):
+        parser.error(f"{args.command} needs --config and --checkpoint, or --published SOURCE:ARCH PATH with --data")
+    extra = [flag for flag, used in (("--data", args.data), ("--tta", args.tta != "none"),
+                                     ("--num-classes", args.num_classes), ("--device", args.device)) if used]
+    if extra:
+        parser.error(f"{', '.join(extra)} only apply with --published (our runs take them from the config)")
+    return False
+
+
+def _run_published(args: argparse.Namespace) -> str:
+    """``evaluate``/``predict`` of a published checkpoint (:mod:`ocnet_edu.engine.published`)."""
+    from ocnet_edu.engine import published
+
+    options = dict(dataset=args.dataset, split=args.split or "val", tta=args.tta, num_classes=args.num_classes,
+                   device=args.device or ("cuda" if _cuda() else "cpu"))
+    if args.command == "predict":
+        written = published.predict_published(*args.published, args.data, args.out, train_ids=args.train_ids,
+                                               **options)
+        return f"wrote {len(written)} prediction(s) to {args.out}"
+    result = published.evaluate_published(*args.published, args.data, out=args.out, **options)
+    return json.dumps({k: v for k, v in result.items() if k != "iou"}, indent=2)
 
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace):

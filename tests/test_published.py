@@ -24,7 +24,7 @@ from ocnet_edu.zoo.published import (PRESETS, build_published, convert_state_dic
                                      source_keys)
 
 DATA = Path(__file__).parent / "data"
-PUBLISHED = [("openseg", "isanet"), ("openseg", "base_ocnet"), ("mmseg", "isanet_r50-d8"),
+PUBLISHED = [("openseg", "isanet"), ("openseg", "base_ocnet"), ("openseg", "asp_ocnet"), ("mmseg", "isanet_r50-d8"),
              ("mmseg", "isanet_r101-d8")]
 
 
@@ -61,6 +61,17 @@ def test_inplace_abn_weights_become_abs_plus_eps():
     assert torch.equal(model.state_dict()["context.reduce.1.weight"], expected)
 
 
+def test_asp_ocnet_key_mismatch_lists_the_keys():
+    state = fake_checkpoint("openseg", "asp_ocnet")
+    del state["context.2.conv4.1.running_var"]
+    state["context.2.conv6.0.weight"] = torch.zeros(256, 512, 3, 3)
+    with pytest.raises(ValueError, match=r"missing keys: context\.aspoc\.atrous\.dilated\.1\.1\.running_var.*"
+                                         r"unexpected keys: <unmatched> context\.2\.conv6\.0\.weight"):
+        load_published(state, "openseg", "asp_ocnet", 19)
+    with pytest.raises(ValueError, match=r"69 missing keys: context\.reduce\.0\.weight.*<unmatched> oc_module_pre\.0"):
+        load_published(fake_checkpoint("openseg", "base_ocnet"), "openseg", "asp_ocnet", 19)
+
+
 def test_other_architecture_is_rejected_with_key_names():
     with pytest.raises(ValueError, match=r"missing keys: backbone\.conv1.*unexpected keys: <unmatched> backbone\.stem\.0"):
         load_published(fake_checkpoint("mmseg", "isanet_r50-d8"), "openseg", "isanet", 19)
@@ -81,7 +92,7 @@ def test_unknown_source_or_arch(source, arch, match):
         load_published({}, source, arch, 19)
 
 
-@pytest.mark.parametrize("source, arch", PUBLISHED[:3])
+@pytest.mark.parametrize("source, arch", PUBLISHED[:4])
 def test_round_trip_through_source_keys_is_exact(source, arch):
     torch.manual_seed(0)
     model = build_published(source, arch, 5, base_width=8)
@@ -289,3 +300,84 @@ def test_published_checkpoint_file_is_loaded_without_arbitrary_unpickling(tmp_pa
     torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": _NotATensor()}, path)
     with pytest.raises(ValueError, match="crafted.pth"):
         load_published(path, "openseg", "isanet", 19)
+
+
+# --- openseg's ASP-OC: max-pooled SA, up-sampled with align_corners=True ---------------------
+
+def _scratch_max_pool_floor(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k×k max pooling that drops an incomplete last row/column (nn.MaxPool2d's floor mode)."""
+    b, c, h, w = x.shape
+    x = x[..., : h // k * k, : w // k * k]
+    return x.reshape(b, c, h // k, k, w // k, k).amax(dim=(3, 5))
+
+
+def _scratch_resize_align_corners(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resizing whose corner pixels map onto corner pixels, as a product of two
+    interpolation matrices (source position i·(n−1)/(N−1) of output i)."""
+    def matrix(n_in: int, n_out: int) -> torch.Tensor:
+        m = torch.zeros(n_out, n_in, dtype=x.dtype)
+        for i in range(n_out):
+            pos = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+            lo = min(int(math.floor(pos)), n_in - 1)
+            hi = min(lo + 1, n_in - 1)
+            m[i, lo] += 1 - (pos - lo)
+            m[i, hi] += pos - lo
+        return m
+    rows, cols = matrix(x.shape[-2], size[0]), matrix(x.shape[-1], size[1])
+    return torch.einsum("Hh,bchw,Ww->bcHW", rows, x, cols)
+
+
+@pytest.mark.parametrize("size", [(9, 13), (8, 12), (5, 2)])
+def test_openseg_oc_downsampled_ocp_matches_scratch(size):
+    from ocnet_edu.heads.ocp import run_ocp
+
+    torch.manual_seed(0)
+    sa = SelfAttention(6, 4, 5, 6, flavour="openseg_oc").double().eval()
+    _random_bn_(sa, 4)
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    expected = _scratch_resize_align_corners(_scratch_attention(sa, _scratch_max_pool_floor(x, 2)), size)
+    torch.testing.assert_close(run_ocp(sa, x, 2, flavour="openseg_oc"), expected)
+    # the paper's flavour pools and resizes otherwise (average, ceil mode, align_corners=False)
+    assert (run_ocp(sa, x, 2) - expected).abs().max() > 1e-3
+
+
+def test_max_floor_pooling_needs_a_map_of_at_least_the_window():
+    from ocnet_edu.heads.ocp import run_ocp
+
+    sa = SelfAttention(6, flavour="openseg_oc").eval()
+    with pytest.raises(ValueError, match="1x5 map is smaller than the 2x2 max-pooling window of flavour 'openseg_oc'"):
+        run_ocp(sa, torch.randn(1, 6, 1, 5), 2, flavour="openseg_oc")
+
+
+def _scratch_conv_bn_leaky(seq, x, slope, dilation=1):
+    conv, bn = seq[0], seq[1]
+    y = F.conv2d(x, conv.weight, conv.bias, padding=dilation * (conv.kernel_size[0] // 2), dilation=dilation)
+    return _scratch_bn_leaky(bn, y, slope)
+
+
+def _scratch_bn_leaky(bn, y, slope):
+    y = (y - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
+    y = y * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+    return torch.where(y > 0, y, slope * y)
+
+
+def test_openseg_asp_oc_options_match_scratch():
+    """ASPOC with openseg's options, against the module written out branch by branch."""
+    from ocnet_edu.heads.asp_oc import ASPOC
+
+    torch.manual_seed(0)
+    asp = ASPOC(10, ocp="sa", channels=6, dilations=(1, 2, 3), ocp_downsample=2, out_channels=12, flavour="openseg_oc",
+                reduce_bias=True, slope=0.01, context_norm=True).double().eval()
+    _random_bn_(asp, 5)
+    x = torch.randn(2, 10, 7, 9, dtype=torch.float64)
+    slope = 0.01
+    assert asp.reduce[0].bias is not None and asp.atrous.pointwise[0].bias is None
+    reduced = _scratch_conv_bn_leaky(asp.reduce, x, slope)
+    context = _scratch_resize_align_corners(_scratch_attention(asp.ocp, _scratch_max_pool_floor(reduced, 2)), (7, 9))
+    branches = [_scratch_bn_leaky(asp.context_norm[0], context, slope),
+                _scratch_conv_bn_leaky(asp.atrous.pointwise, x, slope)]
+    branches += [_scratch_conv_bn_leaky(conv, x, slope, rate) for conv, rate in zip(asp.atrous.dilated, (1, 2, 3))]
+    expected = _scratch_conv_bn_leaky(asp.fuse, torch.cat(branches, dim=1), slope)
+    out = asp(x)
+    assert out.shape == (2, 12, 7, 9)
+    torch.testing.assert_close(out, expected)

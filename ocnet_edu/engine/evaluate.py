@@ -8,7 +8,9 @@ scores its share of the images and the confusion matrices are summed across proc
   that size at stride ``2/3`` of it, and averages the overlapping logits (needed for the
   1024×2048 Cityscapes images, which do not fit a crop-trained model's memory in one piece).
 * :func:`multi_scale_logits` resizes the image to each scale, optionally adds the horizontally
-  flipped prediction, and averages the softmax-free logits resized back to the input size.
+  flipped prediction, and averages the softmax-free logits resized back to the input size (or,
+  as mmsegmentation's test-time augmentation does, the softmax probabilities; see
+  :mod:`ocnet_edu.engine.published` for the published models' test pipelines).
 * :func:`evaluate_model` accumulates :class:`~ocnet_edu.metrics.ConfusionMatrix` (mIoU, pixel
   accuracy) and :class:`~ocnet_edu.metrics.BoundaryFScore` (Table 6) over a dataset.
 * :func:`checkpoint_session` is the set-up that :func:`evaluate` and
@@ -35,7 +37,12 @@ from ocnet_edu.engine import distributed
 from ocnet_edu.engine.builders import build_eval_dataset, build_model
 from ocnet_edu.metrics import BoundaryFScore, BoundaryScores, ConfusionMatrix, SegmentationScores
 
-__all__ = ["check_scales", "checkpoint_session", "dataset_flip_pairs", "evaluate", "evaluate_model", "load_model",
+#: how :func:`multi_scale_logits` combines the predictions of the scales and flips
+MERGES = ("logits", "softmax")
+#: how a scaled size is rounded: Python's ``round``, down (openseg: ``int(h * s)``), half up (mmcv)
+ROUNDINGS = ("round", "floor", "half-up")
+
+__all__ = ["MERGES", "ROUNDINGS", "check_scales", "scaled_size", "checkpoint_session", "dataset_flip_pairs", "evaluate", "evaluate_model", "load_model",
            "multi_scale_logits", "shard_with_progress", "sliding_window_logits"]
 
 
@@ -82,15 +89,18 @@ def dataset_flip_pairs(dataset) -> tuple[tuple[int, int], ...]:
     return getattr(dataset, "flip_pairs", getattr(getattr(dataset, "dataset", None), "flip_pairs", ()))
 
 
-def multi_scale_logits(
-    model: nn.Module,
-    image: torch.Tensor,
-    num_classes: int,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    crop_size: Sequence[int] | None = None,
-    flip_pairs: Sequence[tuple[int, int]] = (),
-) -> torch.Tensor:
+def scaled_size(size: tuple[int, int], scale: float, rounding: str = "round") -> tuple[int, int]:
+    """``(h, w)`` times ``scale``, rounded by ``rounding`` (:data:`ROUNDINGS`), at least 1."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    rule = {"round": round, "floor": math.floor, "half-up": lambda v: math.floor(v + 0.5)}[rounding]
+    return tuple(max(1, int(rule(n * scale))) for n in size)
+
+
+def multi_scale_logits(model: nn.Module, image: torch.Tensor, num_classes: int, scales: Sequence[float] = (1.0,),
+                       flip: bool = False, crop_size: Sequence[int] | None = None,
+                       flip_pairs: Sequence[tuple[int, int]] = (), merge: str = "logits", rounding: str = "round",
+                       align_corners: bool = True) -> torch.Tensor:
     """Average of the logits at several scales (and their mirror images), at the input size.
 
     Args:
@@ -102,28 +112,46 @@ def multi_scale_logits(
         crop_size: if given, predict each scaled image with :func:`sliding_window_logits`.
         flip_pairs: class ids ``(left, right)`` whose channels are exchanged in the logits of a
             mirrored image before they are added (the dataset's ``flip_pairs``; LIP).
+        merge: ``"logits"`` (average the logits; openseg sums them, the same argmax) or
+            ``"softmax"`` (average the class probabilities, as mmsegmentation's ``SegTTAModel``).
+        rounding: of the scaled sizes (:func:`scaled_size`).
+        align_corners: of the bilinear resizing of the image to a scale and of the logits back.
+
+    Returns:
+        ``[B, K, H, W]``: averaged logits, or averaged probabilities for ``merge="softmax"``.
     """
     check_scales(scales)
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
     height, width = image.shape[-2:]
-    channel_order = torch.arange(num_classes)
-    for a, b in check_flip_pairs(flip_pairs):
-        channel_order[a], channel_order[b] = b, a
+    channel_order = _flip_channel_order(num_classes, flip_pairs).to(image.device)
     total = image.new_zeros(image.shape[0], num_classes, height, width)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, K, h, w]`` of one scaled image (sliding windows if ``crop_size``)."""
-        if crop_size is not None:
-            return sliding_window_logits(model, x, num_classes, crop_size)
-        return _forward(model, x)
+        return _forward(model, x) if crop_size is None else sliding_window_logits(model, x, num_classes, crop_size)
+
+    def back(logits: torch.Tensor) -> torch.Tensor:
+        """Logits of a scaled image at the input size, as probabilities for ``merge="softmax"``."""
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=align_corners)
+        return logits.softmax(dim=1) if merge == "softmax" else logits
 
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear", align_corners=True)
-        logits = predict(scaled)
+        size = scaled_size((height, width), scale, rounding)
+        scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear",
+                                                                     align_corners=align_corners)
+        total += back(predict(scaled))
         if flip:
-            logits = logits + predict(scaled.flip(-1)).flip(-1)[:, channel_order.to(logits.device)]
-        total += F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
+            total += back(predict(scaled.flip(-1)).flip(-1)[:, channel_order])
     return total / (len(scales) * (2 if flip else 1))
+
+
+def _flip_channel_order(num_classes: int, flip_pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``[K]`` channel indices that exchange each ``(left, right)`` pair (identity elsewhere)."""
+    order = torch.arange(num_classes)
+    for a, b in check_flip_pairs(flip_pairs):
+        order[a], order[b] = b, a
+    return order
 
 
 def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
@@ -157,8 +185,12 @@ def evaluate_model(
     boundary_tolerances: Sequence[int] = (3, 5, 9, 12),
     progress: bool = False,
     flip_pairs: Sequence[tuple[int, int]] | None = None,
+    tta_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``dataset`` (items ``(image [3,H,W], label [H,W])``), one image at a time.
+
+    ``tta_options``: further keyword options of :func:`multi_scale_logits` (``merge``,
+    ``rounding``, ``align_corners``; a published model's test pipeline).
 
     ``flip_pairs`` (left/right classes for ``flip``) defaults to the dataset's ``flip_pairs``
     attribute (that of ``dataset.dataset`` for a ``Subset``), else none. The result holds mIoU,
@@ -178,7 +210,8 @@ def evaluate_model(
     for index in shard_with_progress(len(dataset), progress, "evaluate"):
         image, label = dataset[index]
         image, label = image[None].to(device), label[None].to(device)
-        pred = multi_scale_logits(model, image, num_classes, scales, flip, crop_size, flip_pairs).argmax(1)
+        pred = multi_scale_logits(model, image, num_classes, scales, flip, crop_size, flip_pairs,
+                                  **(tta_options or {})).argmax(1)
         confusion.update(pred, label)
         boundary.update(pred, label)
     result = _as_dict(confusion.reduce_().compute(), boundary.reduce_().compute())

@@ -21,7 +21,7 @@ from ocnet_edu.analysis import ocp_relation
 from ocnet_edu.data.datasets import load_rgb
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 
-__all__ = ["CITYSCAPES_COLOURS", "palette", "read_image", "pixel_relation", "infer_images"]
+__all__ = ["CITYSCAPES_COLOURS", "palette", "read_image", "relation_ocp", "pixel_relation", "infer_images"]
 
 #: the Cityscapes train-id colours (cityscapesScripts ``labels.py``)
 CITYSCAPES_COLOURS = np.array([
@@ -44,6 +44,21 @@ def read_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
 
+def relation_ocp(model: torch.nn.Module) -> torch.nn.Module:
+    """The SA or ISA OCP whose relation :func:`pixel_relation` reads (``model.context.ocp``, applied
+    to ``model.context.reduce``'s output at full resolution).
+
+    Raises:
+        ValueError: the model's context module has no such OCP (e.g. ASP-OC, whose OCP works
+            on a pooled map of its own branch).
+    """
+    ocp = getattr(model.context, "ocp", None)
+    if not isinstance(ocp, (SelfAttention, InterlacedSparseSelfAttention)):
+        raise ValueError(f"relation maps (--relation-at) need a context module whose OCP (context.ocp) is an SA or "
+                         f"ISA applied to context.reduce's output; {type(model.context).__name__} has none")
+    return ocp
+
+
 def pixel_relation(model: torch.nn.Module, x: torch.Tensor, at: tuple[int, int]) -> tuple[torch.Tensor, float]:
     """The relation row of the feature cell under image pixel ``at = (x, y)``, over the map.
 
@@ -58,13 +73,11 @@ def pixel_relation(model: torch.nn.Module, x: torch.Tensor, at: tuple[int, int])
         dense ``W`` of Eq. 9 for ISA) and the weight it gives to padded positions (zero for the
         paper's masked padding; openseg/mmseg's padded zeros take part as keys).
     """
+    ocp = relation_ocp(model)
     with torch.no_grad():
         reduced = model.context.reduce(model.backbone(x).out)
         h, w = reduced.shape[-2:]
         row, col = min(at[1] * h // x.shape[-2], h - 1), min(at[0] * w // x.shape[-1], w - 1)
-        ocp = model.context.ocp
-        if not isinstance(ocp, (SelfAttention, InterlacedSparseSelfAttention)):
-            raise TypeError(f"relation maps need an SA or ISA OCP, got {type(ocp).__name__}")
         relation = ocp_relation(ocp, reduced)[0, row * w + col].reshape(h, w)
         return relation, float(1 - relation.sum()) if isinstance(ocp, InterlacedSparseSelfAttention) else 0.0
 
@@ -78,6 +91,8 @@ def _save_relation(relation: torch.Tensor, size: tuple[int, int], path: Path) ->
 def infer_images(model: torch.nn.Module, preprocess, paths: list[str], out: str | Path,
                  relation_at: tuple[int, int] | None = None, device: str = "cpu") -> list[Path]:
     """Write label map, overlay (and relation map) for every image; return the written paths."""
+    if relation_at is not None:
+        relation_ocp(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()

@@ -81,6 +81,7 @@ def predict_to_folder(
     crop_size: Sequence[int] | None = None,
     train_ids: bool = False,
     progress: bool = False,
+    tta_options: dict | None = None,
 ) -> list[Path]:
     """Write the prediction of every item of ``dataset`` (this rank's share under
     ``torch.distributed``) to ``out_dir``; return the paths written.
@@ -94,6 +95,8 @@ def predict_to_folder(
             (left/right classes from ``dataset.flip_pairs``).
         train_ids: write train ids ``0..K-1`` instead of the dataset's raw label ids.
         progress: a progress bar on rank 0.
+        tta_options: further keyword options of ``multi_scale_logits`` (a published model's
+            test pipeline, :mod:`ocnet_edu.engine.published`).
     """
     device = torch.device(device)
     out_dir = Path(out_dir)
@@ -105,7 +108,8 @@ def predict_to_folder(
     written = []
     for index in shard_with_progress(len(dataset), progress, "predict"):
         image, _ = dataset[index]
-        logits = multi_scale_logits(model, image[None].to(device), num_classes, scales, flip, crop_size, flip_pairs)
+        logits = multi_scale_logits(model, image[None].to(device), num_classes, scales, flip, crop_size, flip_pairs,
+                                    **(tta_options or {}))
         prediction = logits.argmax(1)[0].cpu().numpy()
         path = out_dir / names[index]
         Image.fromarray(to_raw[prediction], mode="L").save(path)

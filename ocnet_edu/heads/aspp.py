@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
-from ocnet_edu.nn.layers import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_act, conv_bn_relu
 
 __all__ = ["AtrousBranches", "ImagePooling", "ASPP"]
 
@@ -62,6 +62,8 @@ class AtrousBranches(nn.Module):
         in_channels: channels of the backbone map.
         channels: channels of every branch.
         dilations: dilation rates of the 3×3 branches (12, 24, 36 for output stride 8).
+        slope: negative slope of every branch's activation (0: ReLU; 0.01 in openseg's
+            published ASP-OC, InPlace-ABN's leaky ReLU).
 
     Attributes:
         pointwise (the 1×1 conv), dilated (``ModuleList`` of the 3×3 convs), out_channels (of
@@ -71,11 +73,11 @@ class AtrousBranches(nn.Module):
         ``[B, in_channels, H, W] →`` a list of ``1 + len(dilations)`` maps ``[B, channels, H, W]``.
     """
 
-    def __init__(self, in_channels: int, channels: int, dilations: Sequence[int]) -> None:
+    def __init__(self, in_channels: int, channels: int, dilations: Sequence[int], slope: float = 0.0) -> None:
         super().__init__()
-        self.pointwise = conv_bn_relu(in_channels, channels, kernel_size=1)
+        self.pointwise = conv_bn_act(in_channels, channels, kernel_size=1, slope=slope)
         self.dilated = nn.ModuleList(
-            conv_bn_relu(in_channels, channels, kernel_size=3, dilation=rate) for rate in dilations
+            conv_bn_act(in_channels, channels, kernel_size=3, dilation=rate, slope=slope) for rate in dilations
         )
         self.out_channels = (1 + len(self.dilated)) * channels
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ocnet_edu.nn.layers import conv_bn_relu
+from ocnet_edu.nn.layers import conv_bn_act
 
 __all__ = ["ContextHead"]
 
@@ -38,6 +38,10 @@ class ContextHead(nn.Module):
     Args:
         in_channels: channels of the backbone map (2048 for ResNet-101).
         channels: channels of the reduction (512 in the paper) and of the output.
+        reduce_bias: give the reduction's convolution a bias (openseg's published models; the
+            paper: none, BN follows).
+        slope: negative slope of the reduction's activation (0: ReLU, the paper; 0.01:
+            InPlace-ABN's leaky ReLU).
 
     Attributes:
         reduce: the 3×3 ``conv → BN → ReLU``, ``in_channels → channels``; ``out_channels``.
@@ -46,10 +50,10 @@ class ContextHead(nn.Module):
         ``[B, in_channels, H, W] → [B, channels, H, W]``.
     """
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, reduce_bias: bool = False, slope: float = 0.0) -> None:
         super().__init__()
         self.out_channels = channels
-        self.reduce = conv_bn_relu(in_channels, channels, kernel_size=3)
+        self.reduce = conv_bn_act(in_channels, channels, kernel_size=3, bias=reduce_bias, slope=slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, in_channels, H, W] → reduce(x) [B, channels, H, W]``."""

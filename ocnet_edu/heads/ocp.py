@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ocnet_edu.nn.attention import SelfAttention
+from ocnet_edu.nn.flavour import Flavour, get_flavour
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 from .base import ContextHead
 
@@ -54,6 +55,7 @@ def build_ocp(
     out_channels: int | None = None,
     groups: tuple[int, int] | None = None,
     stages: tuple[str, ...] | None = None,
+    flavour: str | Flavour = "paper",
 ) -> nn.Module:
     """Build the OCP of one kind.
 
@@ -68,6 +70,7 @@ def build_ocp(
             dense relation has no groups, and silently ignoring the option would hide a typo).
         stages: ISA stage order, default ``("global", "local")``; the Table 1 ablations use
             ``("local", "global")``, ``("global",)`` and ``("local",)``. ``None`` for ``"sa"``.
+        flavour: ``"paper"`` or a public implementation's :mod:`~ocnet_edu.nn.flavour`.
 
     Returns:
         The module; call it as ``ocp(x)`` → ``[B, out_channels, H, W]``.
@@ -76,12 +79,12 @@ def build_ocp(
         for option, value in (("groups", groups), ("stages", stages)):
             if value is not None:
                 raise ValueError(f"option {option!r} only applies to the ISA OCP (kind='isa'), not to 'sa'")
-        return SelfAttention(in_channels, key_channels, value_channels, out_channels)
+        return SelfAttention(in_channels, key_channels, value_channels, out_channels, flavour=flavour)
     if kind == "isa":
         groups = DEFAULT_ISA_GROUPS if groups is None else groups
         stages = ("global", "local") if stages is None else tuple(stages)
         return InterlacedSparseSelfAttention(
-            in_channels, key_channels, value_channels, out_channels, groups=groups, stages=stages
+            in_channels, key_channels, value_channels, out_channels, groups=groups, stages=stages, flavour=flavour
         )
     raise ValueError(f"unknown OCP kind {kind!r}; valid kinds: {list(OCP_KINDS)}")
 
@@ -93,30 +96,43 @@ def check_downsample(downsample: int) -> int:
     return downsample
 
 
-def run_ocp(ocp: nn.Module, x: torch.Tensor, downsample: int = 1, return_relations: bool = False):
-    """Apply ``ocp`` to ``x``, optionally on a ``downsample×`` average-pooled copy of ``x``.
+def run_ocp(ocp: nn.Module, x: torch.Tensor, downsample: int = 1, return_relations: bool = False,
+            flavour: str | Flavour = "paper"):
+    """Apply ``ocp`` to ``x``, optionally on a ``downsample×`` pooled copy of ``x``.
 
-    With ``downsample > 1`` the map is average-pooled with a ``downsample × downsample`` window
-    (``ceil_mode=True``, so an odd border row/column forms a smaller window of its own), the OCP
-    runs on the small map, and its output is upsampled bilinearly back to ``H × W``
-    (``align_corners=False``). This is the "SA-2×" variant of Table 3.
+    With ``downsample > 1`` the map is pooled with a ``downsample × downsample`` window, the
+    OCP runs on the small map, and its output is upsampled bilinearly back to ``H × W``. This is
+    the "SA-2×" variant of Table 3. How, is the ``flavour``'s choice
+    (:class:`~ocnet_edu.nn.flavour.Flavour` ``pool`` and ``align_corners``): the paper's flavour
+    average-pools with ``ceil_mode=True`` (an odd border row/column forms a smaller window of its
+    own) and up-samples with ``align_corners=False``; openseg's ASP-OC max-pools with
+    ``ceil_mode=False`` (an odd border row/column is dropped) and up-samples with
+    ``align_corners=True``.
 
     Args:
         ocp: a module built by :func:`build_ocp`.
         x: ``[B, C, H, W]``.
         downsample: pooling factor; 1 means none.
         return_relations: also return the relation maps, computed on the pooled grid.
+        flavour: the :mod:`~ocnet_edu.nn.flavour` whose pooling and up-sampling to use.
 
     Returns:
         ``y [B, C_out, H, W]``, or :class:`ContextOutput` ``(y, relations)``.
     """
+    flavour = get_flavour(flavour)
     height, width = x.shape[-2:]
     if downsample > 1:
-        x = F.avg_pool2d(x, kernel_size=downsample, stride=downsample, ceil_mode=True)
+        if flavour.pool == "max-floor":
+            if min(height, width) < downsample:
+                raise ValueError(f"a {height}x{width} map is smaller than the {downsample}x{downsample} max-pooling "
+                                 f"window of flavour {flavour.name!r}")
+            x = F.max_pool2d(x, kernel_size=downsample, stride=downsample)
+        else:
+            x = F.avg_pool2d(x, kernel_size=downsample, stride=downsample, ceil_mode=True)
     out = ocp(x, return_relations=return_relations)
     y, *relations = out if return_relations else (out,)
     if downsample > 1:
-        y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
+        y = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=flavour.align_corners)
     return ContextOutput(y, tuple(relations)) if return_relations else y
 
 
@@ -135,11 +151,14 @@ class ObjectContextHead(ContextHead):
         value_channels: δ channels of the OCP (default ``channels // 2``).
         groups: ``(P_h, P_w)`` of the ISA OCP (default ``(8, 8)``); only for ``ocp="isa"``.
         stages: ISA stage order (default global then local, Table 1); only for ``ocp="isa"``.
-        ocp_downsample: run the OCP on a map average-pooled by this factor and upsample its
-            output bilinearly (1 = the paper's text; 2 = "SA-2×" of Table 3); see :func:`run_ocp`.
+        ocp_downsample: run the OCP on a map pooled by this factor and upsample its output
+            bilinearly (1 = the paper's text; 2 = "SA-2×" of Table 3); see :func:`run_ocp`.
+        flavour: the OCP's :mod:`~ocnet_edu.nn.flavour` (``"paper"``; others load published
+            weights), also its pooling when ``ocp_downsample > 1``.
+        reduce_bias, slope: of the 3×3 reduction (see :class:`~ocnet_edu.heads.base.ContextHead`).
 
     Attributes:
-        reduce, ocp_downsample, out_channels.
+        reduce, ocp_downsample, flavour, out_channels.
     """
 
     def __init__(
@@ -152,13 +171,17 @@ class ObjectContextHead(ContextHead):
         groups: tuple[int, int] | None = None,
         stages: tuple[str, ...] | None = None,
         ocp_downsample: int = 1,
+        flavour: str | Flavour = "paper",
+        reduce_bias: bool = False,
+        slope: float = 0.0,
     ) -> None:
         downsample = check_downsample(ocp_downsample)
-        super().__init__(in_channels, channels)
+        super().__init__(in_channels, channels, reduce_bias, slope)
         self.ocp_downsample = downsample
+        self.flavour = get_flavour(flavour)
         self._ocp_options = dict(
             kind=ocp, in_channels=channels, key_channels=key_channels, value_channels=value_channels,
-            out_channels=channels, groups=groups, stages=stages,
+            out_channels=channels, groups=groups, stages=stages, flavour=self.flavour,
         )
 
     def new_ocp(self) -> nn.Module:
@@ -171,4 +194,4 @@ class ObjectContextHead(ContextHead):
         Returns:
             ``[B, channels, H, W]``, or :class:`ContextOutput` when ``return_relations``.
         """
-        return run_ocp(ocp, reduced, self.ocp_downsample, return_relations)
+        return run_ocp(ocp, reduced, self.ocp_downsample, return_relations, self.flavour)

@@ -18,7 +18,12 @@ activation   ReLU                        leaky ReLU, slope 0.01   ReLU
 ===========  ==========================  =======================  =========================
 
 ``openseg_oc`` is openseg's dense block of Base-OC/ASP-OC (``base_oc_block.py``): θ/φ convs with
-a bias, leaky ReLU 0.01, δ and ρ plain convs with a bias (ρ as in the paper).
+a bias, leaky ReLU 0.01, δ and ρ plain convs with a bias (ρ as in the paper). When the block runs
+on a down-sampled map (ASP-OC's ``scale=2``, :func:`ocnet_edu.heads.ocp.run_ocp`), openseg
+max-pools (``nn.MaxPool2d(2)``: an odd last row/column is dropped) and up-samples the output
+with ``align_corners=True``; the paper's "SA-2×" (Table 3) does not say how, and our default
+average-pools (``ceil_mode=True``: an odd last row/column is a window of its own) and
+up-samples with ``align_corners=False``.
 
 Sources: openseg-group/openseg.pytorch ``lib/models/modules/isa_block.py``,
 ``base_oc_block.py``, ``lib/models/tools/module_helper.py`` (``BNReLU`` with ``inplace_abn``
@@ -30,12 +35,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Flavour", "FLAVOURS", "PADDINGS", "RHOS", "get_flavour"]
+__all__ = ["Flavour", "FLAVOURS", "PADDINGS", "POOLS", "RHOS", "get_flavour"]
 
 #: how ISA treats sizes that are not multiples of the groups
 PADDINGS = ("masked", "zeros-split")
 #: the output transform ρ of one attention block
 RHOS = ("conv", "conv_bn_act")
+#: how a block run on a down-sampled map pools it: average (ceil mode) or max (floor mode)
+POOLS = ("avg-ceil", "max-floor")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class Flavour:
         slope: negative slope of every activation of the block (0 = ReLU).
         key_bias: θ/φ convolutions carry a bias.
         value_bias: δ carries a bias.
+        pool: ``"avg-ceil"`` or ``"max-floor"``: the pooling before a down-sampled OCP.
+        align_corners: of the bilinear up-sampling after a down-sampled OCP.
     """
 
     name: str
@@ -58,18 +67,22 @@ class Flavour:
     slope: float = 0.0
     key_bias: bool = False
     value_bias: bool = True
+    pool: str = "avg-ceil"
+    align_corners: bool = False
 
     def __post_init__(self) -> None:
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.rho not in RHOS:
             raise ValueError(f"rho must be one of {RHOS}, got {self.rho!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
 
 
 FLAVOURS: dict[str, Flavour] = {
     "paper": Flavour("paper"),
     "openseg": Flavour("openseg", padding="zeros-split", rho="conv_bn_act", slope=0.01, value_bias=False),
-    "openseg_oc": Flavour("openseg_oc", slope=0.01, key_bias=True),
+    "openseg_oc": Flavour("openseg_oc", slope=0.01, key_bias=True, pool="max-floor", align_corners=True),
     "mmseg": Flavour("mmseg", padding="zeros-split", rho="conv_bn_act"),
 }
 

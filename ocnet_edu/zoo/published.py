@@ -2,8 +2,9 @@
 
 Two projects published trained Cityscapes/ADE20K models:
 
-* **openseg** (openseg-group/openseg.pytorch, the authors' code): ``isanet`` (ISA head) and
-  ``base_ocnet`` (Base-OC with dense SA) on ``deepbase_resnet101_dilated8``, trained with
+* **openseg** (openseg-group/openseg.pytorch, the authors' code): ``isanet`` (ISA head),
+  ``base_ocnet`` (Base-OC with dense SA) and ``asp_ocnet`` (a 3×3 conv 2048 → 512, then ASP-OC
+  with a dense SA on a 2× max-pooled map) on ``deepbase_resnet101_dilated8``, trained with
   InPlace-ABN. InPlace-ABN normalises with ``|γ| + ε`` instead of ``γ``
   (``lib/extensions/inplace_abn*/src/inplace_abn_cpu.cpp``, ``forward_cpu``) and its head norms
   end with leaky ReLU 0.01; the loader stores ``|γ| + ε`` in our BatchNorm weights.
@@ -27,12 +28,13 @@ from torch import nn
 
 from ocnet_edu.backbones.imagenet import key_mismatches, read_state_dict
 from ocnet_edu.backbones.resnet import DilatedResNet
+from ocnet_edu.heads.asp_oc import ASPOC
 from ocnet_edu.model import OCNet
 from ocnet_edu.nn.attention import SelfAttention
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 from ocnet_edu.nn.layers import activation, conv_bn_act
 
-__all__ = ["Preprocess", "PRESETS", "ARCHS", "FlavouredOCHead", "build_published", "convert_state_dict",
+__all__ = ["Preprocess", "PRESETS", "ARCHS", "FlavouredOCHead", "ReducedASPOC", "build_published", "convert_state_dict",
            "load_published", "source_keys"]
 
 _BN_EPS = 1e-5
@@ -87,6 +89,7 @@ class ArchSpec:
     aux_hidden: int
     slope: float           # activation slope of the head's and aux head's norms
     abn: bool              # InPlace-ABN weights: BN uses |γ| + ε
+    head: str = "oc"       # "oc": FlavouredOCHead; "asp": ReducedASPOC
 
 
 _OPENSEG = dict(depth=101, stem_width=64, pool_ceil_mode=True, key_channels=256, aux_hidden=512, slope=0.01,
@@ -100,6 +103,9 @@ ARCHS: dict[str, dict[str, ArchSpec]] = {
                            context_first=False),
         "base_ocnet": ArchSpec(**_OPENSEG, ocp="sa", flavour="openseg_oc", value_channels=256, conv_bias=True,
                                context_first=True),
+        # ASP-OC's OCP works on 256 channels: key = value = 128 (asp_oc_block.py)
+        "asp_ocnet": ArchSpec(**{**_OPENSEG, "key_channels": 128}, ocp="sa", flavour="openseg_oc", value_channels=128,
+                              conv_bias=True, context_first=True, head="asp"),
     },
     "mmseg": {"isanet_r50-d8": ArchSpec(depth=50, **_MMSEG), "isanet_r101-d8": ArchSpec(depth=101, **_MMSEG)},
 }
@@ -137,6 +143,33 @@ class FlavouredOCHead(nn.Module):
         return self.fuse(torch.cat(pair, dim=1))
 
 
+class ReducedASPOC(nn.Module):
+    """openseg's ``asp_ocnet`` context: a 3×3 conv to 512 channels, then our
+    :class:`~ocnet_edu.heads.asp_oc.ASPOC` with openseg's options (256-channel branches, dense SA
+    in flavour ``openseg_oc`` on a 2× max-pooled map, BN + leaky ReLU after it, fuse to 512).
+
+    Args:
+        in_channels: backbone channels (2048).
+        spec: the :class:`ArchSpec` (flavour, widths, slope).
+        channels: width of the 3×3 reduction and of the output (512).
+
+    Shapes:
+        ``[B, in_channels, H, W] → [B, channels, H, W]``.
+    """
+
+    def __init__(self, in_channels: int, spec: ArchSpec, channels: int = 512) -> None:
+        super().__init__()
+        self.out_channels = channels
+        self.reduce = conv_bn_act(in_channels, channels, 3, bias=spec.conv_bias, slope=spec.slope)
+        self.aspoc = ASPOC(channels, ocp=spec.ocp, channels=channels // 2, key_channels=spec.key_channels,
+                           value_channels=spec.value_channels, ocp_downsample=2, out_channels=channels,
+                           flavour=spec.flavour, reduce_bias=spec.conv_bias, slope=spec.slope, context_norm=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, in_channels, H, W] → [B, channels, H, W]``."""
+        return self.aspoc(self.reduce(x))
+
+
 def _spec(source: str, arch: str) -> ArchSpec:
     if source not in ARCHS:
         raise ValueError(f"unknown source {source!r}; choose one of {sorted(ARCHS)}")
@@ -154,7 +187,7 @@ def build_published(source: str, arch: str, num_classes: int, base_width: int = 
     stem = spec.stem_width * base_width // 64
     backbone = DilatedResNet(depth=spec.depth, deep_stem=True, base_width=base_width, stem_width=stem,
                              pool_ceil_mode=spec.pool_ceil_mode)
-    head = FlavouredOCHead(backbone.out_channels, spec)
+    head = (ReducedASPOC if spec.head == "asp" else FlavouredOCHead)(backbone.out_channels, spec)
     model = OCNet(backbone, head, num_classes=num_classes, align_corners=PRESETS[source].align_corners)
     model.aux_head = nn.Sequential(
         nn.Conv2d(backbone.aux_channels, spec.aux_hidden, 3, padding=1, bias=spec.conv_bias),
@@ -194,10 +227,25 @@ def _openseg_prefixes(arch: str) -> list[tuple[str, str]]:
             pairs += _block_prefixes(f"isa_head.2.stages.0.{theirs}.", f"context.ocp.{ours}.", names)
         return pairs
     names = dict(_OPENSEG_SA, layers=[("0", "1"), ("2", "3")], rho=[("W", "")])
+    if arch == "asp_ocnet":
+        return _openseg_asp_prefixes(names)
     pairs = [("oc_module_pre.0.", "context.reduce.0."), ("oc_module_pre.1.", "context.reduce.1."),
              ("oc_module.conv_bn_dropout.0.", "context.fuse.0."), ("oc_module.conv_bn_dropout.1.", "context.fuse.1."),
              ("cls.", "classifier."), ("dsn.0.", "aux_head.0."), ("dsn.1.", "aux_head.1."), ("dsn.2.", "aux_head.4.")]
     return pairs + _block_prefixes("oc_module.stages.0.", "context.ocp.", names)
+
+
+def _openseg_asp_prefixes(names: dict) -> list[tuple[str, str]]:
+    """openseg ``AspOCNet``: ``context = [conv, BNReLU, ASP_OC_Module]``, ``cls``, ``dsn``."""
+    asp, ours = "context.2.", "context.aspoc."
+    pairs = [("context.0.", "context.reduce.0."), ("context.1.", "context.reduce.1."),
+             (f"{asp}context.0.", f"{ours}reduce.0."), (f"{asp}context.1.", f"{ours}reduce.1."),
+             (f"{asp}context.2.conv_bn_dropout.0.", f"{ours}context_norm.0."),
+             (f"{asp}conv2.", f"{ours}atrous.pointwise."),
+             (f"{asp}conv_bn_dropout.0.", f"{ours}fuse.0."), (f"{asp}conv_bn_dropout.1.", f"{ours}fuse.1."),
+             ("cls.", "classifier."), ("dsn.0.", "aux_head.0."), ("dsn.1.", "aux_head.1."), ("dsn.2.", "aux_head.4.")]
+    pairs += [(f"{asp}conv{i + 3}.", f"{ours}atrous.dilated.{i}.") for i in range(3)]
+    return pairs + _block_prefixes(f"{asp}context.2.stages.0.", f"{ours}ocp.", names)
 
 
 def _mmseg_prefixes() -> list[tuple[str, str]]:
@@ -285,7 +333,7 @@ def load_published(checkpoint: str | os.PathLike | dict, source: str, arch: str,
         checkpoint: a path or a state dict (optionally ``{"state_dict": ...}``, keys optionally
             ``module.``-prefixed).
         source: ``"openseg"`` or ``"mmseg"``.
-        arch: openseg ``"isanet"``, ``"base_ocnet"``; mmseg ``"isanet_r50-d8"``, ``"isanet_r101-d8"``.
+        arch: openseg ``"isanet"``, ``"base_ocnet"``, ``"asp_ocnet"``; mmseg ``"isanet_r50-d8"``, ``"isanet_r101-d8"``.
         num_classes: 19 (Cityscapes) or 150 (ADE20K).
         base_width: backbone width; default: read from the checkpoint's
             ``backbone.layer1.0.conv1.weight`` (64 for every published model; smaller for tests).
