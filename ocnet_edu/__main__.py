@@ -1,4 +1,4 @@
-"""Command line: ``python -m ocnet_edu {train,evaluate,predict,infer} ...`` (also ``ocnet-edu`` once installed).
+"""Command line: ``python -m ocnet_edu {train,evaluate,predict,infer,export} ...`` (also ``ocnet-edu`` once installed).
 
 Examples::
 
@@ -10,6 +10,8 @@ Examples::
     python -m ocnet_edu predict --config runs/paper/x/config.yaml --checkpoint runs/paper/x/final.pt --split test --out preds
     python -m ocnet_edu evaluate --published openseg:base_ocnet data/published/openseg/base_ocnet.pth \
         --data data/cityscapes --tta ms-flip        # a published model with its source's test pipeline
+    python -m ocnet_edu export --config runs/synthetic/config.yaml --checkpoint runs/synthetic/final.pt --onnx model.onnx
+    python -m ocnet_edu export --published openseg:isanet isanet.pth --onnx isanet.onnx
 
 Trailing ``key.sub=value`` arguments override the config (checked like the file itself).
 Every number on the command line is checked too (a test scale must be finite and > 0). A bad
@@ -92,7 +94,23 @@ def _parser() -> argparse.ArgumentParser:
     for command in (train, evaluate, predict):
         command.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     _add_infer_command(commands)
+    _add_export_command(commands)
     return parser
+
+
+def _add_export_command(commands) -> None:
+    """``export (--config C --checkpoint P [overrides] | --published SOURCE:ARCH PATH) --onnx FILE``."""
+    export = commands.add_parser("export", help="write the model as ONNX (dynamic batch, height and width)")
+    export.add_argument("--config", help="our config, with --checkpoint")
+    export.add_argument("--checkpoint")
+    export.add_argument("--published", nargs=2, metavar=("SOURCE:ARCH", "PATH"),
+                        help="a published checkpoint, e.g. openseg:isanet isanet.pth (see ocnet_edu.zoo.published)")
+    export.add_argument("--num-classes", type=int, default=19, help="classes of the published model (19 or 150)")
+    export.add_argument("--onnx", required=True, help="the .onnx file to write (its folder must exist)")
+    export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="example size to trace (default: data.crop_size, or 512 512 for --published)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument("overrides", nargs="*", help="key.sub=value overrides of --config")
 
 
 def _add_infer_command(commands) -> None:
@@ -150,6 +168,37 @@ def _run_infer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     return 0
 
 
+def _run_export(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The ``export`` command: load the model (ours or published), write the ONNX file."""
+    from ocnet_edu.engine.export import check_output_path, export_onnx, require_exporter
+
+    if args.size is not None and min(args.size) < 1:
+        parser.error(f"--size takes two positive ints H W, got {args.size}")
+    require_exporter()  # before loading a large checkpoint
+    check_output_path(args.onnx)
+    if args.published and not (args.config or args.checkpoint or args.overrides):
+        from ocnet_edu.zoo.published import load_published
+
+        source, _, arch = args.published[0].partition(":")
+        try:
+            model = load_published(args.published[1], source, arch, args.num_classes)
+        except ValueError as error:
+            parser.error(str(error))
+        size = args.size or (512, 512)
+    elif args.config and args.checkpoint and not args.published:
+        from ocnet_edu.engine.evaluate import load_model
+
+        cfg = _config(parser, args)
+        model = load_model(cfg, args.checkpoint)
+        size = args.size or cfg.data.crop_size
+    else:
+        parser.error("export needs --published SOURCE:ARCH PATH, or --config and --checkpoint (with optional "
+                     "key=value overrides), not both")
+    metadata = export_onnx(model, args.onnx, size, args.opset)
+    print(f"wrote {args.onnx}: " + json.dumps({k: metadata[k] for k in ("num_classes", "dynamic_ranges")}))
+    return 0
+
+
 def torch_stack(tensors):
     """``torch.stack`` (imported lazily, so that ``--help`` stays fast)."""
     import torch
@@ -167,14 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    # export: a missing exporter package (the message names the extra) or an output that is a folder
+    errors = _user_errors() + ((ImportError, IsADirectoryError) if args.command == "export" else ())
     try:
         if args.command == "infer":
             return _run_infer(parser, args)
+        if args.command == "export":
+            return _run_export(parser, args)
         if args.command != "train" and _check_model_flags(parser, args):
             report = _run_published(args)
         else:
             report = _run_command(args, _config(parser, args))
-    except _user_errors() as error:
+    except errors as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 1
     if report is not None:

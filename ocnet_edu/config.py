@@ -199,6 +199,8 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "lip": _preset("lip", 0.007, 5e-4, (473, 473), 32, 100_000),
     "pascal_context": _preset("pascal_context", 0.001, 1e-4, (520, 520), 16, 30_000),
     "coco_stuff": _preset("coco_stuff", 0.001, 1e-4, (520, 520), 16, 60_000),
+    # the paper's COCO-Stuff (Sec. 4.1, Table 11): the 10k release, 9k train / 1k test
+    "cocostuff10k": _preset("cocostuff10k", 0.001, 1e-4, (520, 520), 16, 60_000),
 }
 """Per-dataset settings of Sec. 4.2 as nested overrides of :class:`Config`."""
 

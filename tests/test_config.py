@@ -33,6 +33,7 @@ def test_defaults() -> None:
         ("lip", 0.007, 5e-4, (473, 473), 32, 100_000, 20),
         ("pascal_context", 0.001, 1e-4, (520, 520), 16, 30_000, 60),
         ("coco_stuff", 0.001, 1e-4, (520, 520), 16, 60_000, 171),
+        ("cocostuff10k", 0.001, 1e-4, (520, 520), 16, 60_000, 171),
     ],
 )
 def test_paper_defaults_match_sec_4_2(preset: str, lr: float, wd: float, crop: tuple[int, int], batch: int, iters: int, classes: int) -> None:

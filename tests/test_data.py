@@ -259,11 +259,11 @@ def test_registry_holds_every_dataset_and_its_class_count() -> None:
     from ocnet_edu.config import PAPER_DEFAULTS
     from ocnet_edu.data import DATASETS, NUM_CLASSES, DigitScenes
 
-    assert set(DATASETS) == {"cityscapes", "ade20k", "lip", "pascal_context", "coco_stuff", "synthetic", "digits",
-                             "folder"}
+    assert set(DATASETS) == {"cityscapes", "ade20k", "lip", "pascal_context", "coco_stuff", "cocostuff10k", "synthetic",
+                             "digits", "folder"}
     assert DATASETS["synthetic"] is SyntheticShapes and DATASETS["digits"] is DigitScenes
     assert NUM_CLASSES == {"cityscapes": 19, "ade20k": 150, "lip": 20, "pascal_context": 60, "coco_stuff": 171,
-                           "digits": 11}
+                           "cocostuff10k": 171, "digits": 11}
     for preset in PAPER_DEFAULTS.values():  # the presets read the class counts from the datasets
         assert preset["model"]["num_classes"] == NUM_CLASSES[preset["data"]["dataset"]]
 

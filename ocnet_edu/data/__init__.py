@@ -1,9 +1,9 @@
 """Datasets, the paper's augmentations and two generated benchmarks, behind one registry.
 
 See ``data/README.md`` for the on-disk layouts. :data:`DATASETS` maps every name a config may
-use (the five benchmarks of Sec. 4.1, ``synthetic`` and ``digits``) to its class;
-:func:`dataset_from_config` builds the one a config names. :data:`IGNORE_INDEX` is the label
-value that no loss or metric counts.
+use (the five benchmarks of Sec. 4.1, COCO-Stuff in its 164k and 10k layouts, ``synthetic`` and
+``digits``) to its class; :func:`dataset_from_config` builds the one a config names.
+:data:`IGNORE_INDEX` is the label value that no loss or metric counts.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from ocnet_edu.data._common import DatasetError, SegmentationDataset, Transform,
 from ocnet_edu.data.constants import IGNORE_INDEX
 from ocnet_edu.data.datasets import (
     ADE20KDataset,
+    COCOStuff10kDataset,
     COCOStuffDataset,
     CityscapesDataset,
     LIPDataset,
     PascalContextDataset,
     SegmentationFolder,
     cityscapes_lut,
+    cocostuff_id_lut,
     cocostuff_lut,
 )
 from ocnet_edu.data.custom import ImageMaskFolder, read_classes
@@ -27,6 +29,7 @@ from ocnet_edu.data.synthetic import SyntheticShapes
 
 __all__ = [
     "ADE20KDataset",
+    "COCOStuff10kDataset",
     "COCOStuffDataset",
     "CityscapesDataset",
     "DATASETS",
@@ -43,6 +46,7 @@ __all__ = [
     "Transform",
     "build_dataset",
     "cityscapes_lut",
+    "cocostuff_id_lut",
     "cocostuff_lut",
     "dataset_class",
     "read_classes",

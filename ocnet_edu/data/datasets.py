@@ -46,6 +46,7 @@ Sample = tuple[Path, Path]
 
 __all__ = [
     "ADE20KDataset",
+    "COCOStuff10kDataset",
     "COCOStuffDataset",
     "COCO_UNUSED_THING_IDS",
     "CityscapesDataset",
@@ -53,7 +54,9 @@ __all__ = [
     "PascalContextDataset",
     "SegmentationFolder",
     "cityscapes_lut",
+    "cocostuff_id_lut",
     "cocostuff_lut",
+    "load_mat_label",
 ]
 
 
@@ -180,6 +183,10 @@ class SegmentationFolder(SegmentationDataset):
             pairs.append((image, label))
         return pairs
 
+    def read_label(self, path: Path) -> np.ndarray:
+        """The raw label values ``[H, W]`` (int64) of the label file at ``path`` (a PNG here)."""
+        return load_label(path)
+
     # -- Dataset API -------------------------------------------------------------------------
     def __len__(self) -> int:
         """Number of image/label pairs."""
@@ -205,7 +212,7 @@ class SegmentationFolder(SegmentationDataset):
         """The untransformed pair of sample ``index``: ``[3, H, W]`` float and ``[H, W]`` int64."""
         image_path, label_path = self.samples[index]
         image = load_rgb(image_path)
-        raw = load_label(label_path)
+        raw = self.read_label(label_path)
         if image.shape[:2] != raw.shape:
             raise DatasetError(
                 f"{image_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its label map "
@@ -406,20 +413,31 @@ COCO_UNUSED_THING_IDS: tuple[int, ...] = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83
 minus these are the 171 classes (80 things + 91 stuff ids 92..182)."""
 
 
-def cocostuff_lut() -> np.ndarray:
-    """``int16`` ``[256]``: stuffthingmaps PNG value -> train id 0..170.
+def cocostuff_id_lut() -> np.ndarray:
+    """``int16`` ``[256]``: COCO-Stuff class id -> train id 0..170 (the one mapping of both layouts).
 
-    In the COCO-Stuff 164k ``stuffthingmaps`` PNGs a pixel stores ``class id - 1`` (0..181) and
-    255 for "unlabeled". The train id of a used class id is its rank among the 171 used ids in
-    increasing order; the 11 unused thing ids and 255 map to 255; values 182..254 are invalid.
+    COCO-Stuff numbers its classes 1..182 (things 1..91, stuff 92..182) and uses 0 for
+    "unlabeled". The train id of a used class id is its rank among the 171 used ids in
+    increasing order; 0 and the 11 unused thing ids map to 255; ids 183..255 are invalid (-1).
     """
     used = [i for i in range(1, 183) if i not in COCO_UNUSED_THING_IDS]
     assert len(used) == 171
     lut = np.full(256, -1, dtype=np.int16)
-    lut[:182] = IGNORE_INDEX
+    lut[:183] = IGNORE_INDEX
+    lut[used] = np.arange(171)
+    return lut
+
+
+def cocostuff_lut() -> np.ndarray:
+    """``int16`` ``[256]``: stuffthingmaps PNG value -> train id 0..170.
+
+    In the COCO-Stuff 164k ``stuffthingmaps`` PNGs a pixel stores ``class id - 1`` (0..181) and
+    255 for "unlabeled"; the class ids go through :func:`cocostuff_id_lut`, so the 11 unused
+    thing ids and 255 map to 255 and values 182..254 are invalid.
+    """
+    lut = np.full(256, -1, dtype=np.int16)
+    lut[:182] = cocostuff_id_lut()[1:183]
     lut[255] = IGNORE_INDEX
-    for train_id, class_id in enumerate(used):
-        lut[class_id - 1] = train_id
     return lut
 
 
@@ -441,3 +459,76 @@ class COCOStuffDataset(SegmentationFolder):
     def _split_folders(self, split: str) -> tuple[Path, Path]:
         return (require_dir(self.root / "images" / split, "COCO-Stuff image split"),
                 require_dir(self.root / "annotations" / split, "COCO-Stuff label split"))
+
+
+def load_mat_label(path: Path) -> np.ndarray:
+    """The label map ``S`` of a COCO-Stuff 10k ``.mat`` file as ``int64`` ``[H, W]`` (class ids).
+
+    Raises:
+        DatasetError: naming the file when it does not exist, is not a MATLAB file, or holds no
+            2-D ``S``.
+        ImportError: SciPy (which reads ``.mat``) is not installed.
+    """
+    try:
+        from scipy.io import loadmat
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("COCO-Stuff 10k labels are MATLAB .mat files, read with SciPy; install the 'datasets' "
+                          "extra: pip install 'ocnet_edu[datasets]'") from err
+    if not path.is_file():
+        raise DatasetError(f"{path}: the label file does not exist")
+    try:
+        content = loadmat(path, variable_names=["S"])
+    except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, ...
+        raise _read_error(path, "MATLAB label file", err) from err
+    if "S" not in content:
+        raise DatasetError(f"{path}: the .mat file holds no label map 'S' (COCO-Stuff 10k stores one per image)")
+    label = np.asarray(content["S"])
+    if label.ndim != 2:
+        raise DatasetError(f"{path}: 'S' must be a 2-D label map, got shape {label.shape}")
+    return label.astype(np.int64)
+
+
+class COCOStuff10kDataset(SegmentationFolder):
+    """COCO-Stuff 10k (the paper's Table 11: 9k train / 1k test images), 171 classes.
+
+    ``root`` is the official ``cocostuff-10k-v1.1`` folder: ``images/{name}.jpg``,
+    ``annotations/{name}.mat`` (``S``: the label map, 0 = unlabeled, 1..182 = COCO-Stuff class
+    ids; ``names``) and ``imageLists/{train,test}.txt`` (one image name per line, no extension).
+    Splits ``train`` and ``test`` (alias ``val``, so that the configs' ``val_split`` scores the
+    test images). Class ids become train ids by :func:`cocostuff_id_lut`, the mapping of the
+    164k layout; unlabeled pixels and the 11 unused thing ids become 255.
+    """
+
+    name = "COCO-Stuff 10k"
+    num_classes = 171
+    split_aliases = {"val": "test"}
+
+    def _build_lut(self) -> np.ndarray:
+        return cocostuff_id_lut()
+
+    def _split_folders(self, split: str) -> tuple[Path, Path]:
+        return (require_dir(self.root / "images", "COCO-Stuff 10k image"),
+                require_dir(self.root / "annotations", "COCO-Stuff 10k label"))
+
+    def _label_name(self, image: Path) -> str:
+        return image.stem + ".mat"
+
+    def _list_images(self, split: str, image_dir: Path) -> list[Path]:
+        """The images named by ``imageLists/{split}.txt``, in its order."""
+        listing = self.root / "imageLists" / f"{split}.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(f"COCO-Stuff 10k split list not found: {listing} (splits: train, test)")
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        if not names:
+            raise DatasetError(f"{listing}: the split list is empty")
+        images = []
+        for name in names:
+            image = image_dir / f"{name}.jpg"
+            if not image.is_file():
+                raise DatasetError(f"{listing} lists {name!r} but {image} does not exist")
+            images.append(image)
+        return images
+
+    def read_label(self, path: Path) -> np.ndarray:
+        """The raw class ids of ``S`` in the ``.mat`` file at ``path``."""
+        return load_mat_label(path)

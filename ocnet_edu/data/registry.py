@@ -31,6 +31,7 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "lip": folders.LIPDataset,
     "pascal_context": folders.PascalContextDataset,
     "coco_stuff": folders.COCOStuffDataset,
+    "cocostuff10k": folders.COCOStuff10kDataset,
     "folder": ImageMaskFolder,
     "synthetic": SyntheticShapes,
     "digits": DigitScenes,

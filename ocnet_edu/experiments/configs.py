@@ -52,7 +52,7 @@ def experiments() -> Iterator[Experiment]:
     """(file stem, preset, backbone, context, context options, evaluation, what it reproduces)."""
     yield from _ablation_experiments()
     sota = [("table7", "cityscapes_trainval", "Table 7 (Cityscapes test, OHEM)"), ("table8", "ade20k", "Table 8"),
-            ("table9", "pascal_context", "Table 9"), ("table10", "lip", "Table 10"), ("table11", "coco_stuff", "Table 11")]
+            ("table9", "pascal_context", "Table 9"), ("table10", "lip", "Table 10"), ("table11", "cocostuff10k", "Table 11")]
     for table, preset, label in sota:
         for backbone in ("resnet101", "hrnetv2_w48"):
             for context in ("base_oc_isa", "asp_oc_isa"):

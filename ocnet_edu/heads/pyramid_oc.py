@@ -21,7 +21,9 @@ ISA needs a key mask for region borders. Batched with einops: the rows split int
 columns; each of the (at most four) rectangles is divisible and is folded into the batch with
 ``b c (kh h) (kw w) -> (b kh kw) c h w``. (The authors' OCNet.pytorch instead gives the whole
 remainder to the last region, ``oc_module/pyramid_oc_block.py``; the regions differ by at most
-``k − 1`` pixels per axis from ours.)
+``k − 1`` pixels per axis from ours.) Under ``torch.export`` (ONNX) the bands, whose number
+depends on ``H mod k``, are replaced by the ``k²`` regions one by one at :func:`interval_bounds`,
+so that the exported graph holds for every size (:mod:`ocnet_edu.nn.tracing`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,21 @@ from einops import rearrange
 from torch import nn
 
 from ocnet_edu.nn.layers import conv_bn_relu
+from ocnet_edu.nn.tracing import crop, exporting
 from .ocp import ObjectContextHead
 
-__all__ = ["PYRAMID", "region_sizes", "region_index_map", "map_regions", "PyramidOC"]
+__all__ = ["PYRAMID", "region_sizes", "interval_bounds", "region_index_map", "map_regions", "PyramidOC"]
 
 #: the pyramid partitions of PPM (Zhao et al., 2017) used by Pyramid-OC
 PYRAMID = (1, 2, 3, 6)
+
+
+def _check_regions(length, k: int) -> None:
+    """``ValueError`` unless ``k ≥ 1`` intervals of ``length`` pixels can all be non-empty."""
+    if k < 1:
+        raise ValueError(f"the number of regions per axis must be positive, got {k}")
+    if length < k:
+        raise ValueError(f"cannot split {length} pixels into {k} non-empty regions")
 
 
 def region_sizes(length: int, k: int) -> tuple[int, ...]:
@@ -52,10 +63,7 @@ def region_sizes(length: int, k: int) -> tuple[int, ...]:
     Returns:
         ``k`` sizes that sum to ``length`` and differ by at most one.
     """
-    if k < 1:
-        raise ValueError(f"the number of regions per axis must be positive, got {k}")
-    if length < k:
-        raise ValueError(f"cannot split {length} pixels into {k} non-empty regions")
+    _check_regions(length, k)
     small, extra = divmod(length, k)
     return tuple(small + 1 if i < extra else small for i in range(k))
 
@@ -79,6 +87,32 @@ def _bands(length: int, k: int) -> list[tuple[int, int]]:
     return [band for band in bands if band[1] > 0]
 
 
+def interval_bounds(length, k: int) -> list[tuple]:
+    """``(start, stop)`` of the ``k`` nearly-equal intervals of :func:`region_sizes`, longer first.
+
+    With ``length = k·s + e``, interval ``i`` starts at ``i·s + min(i, e)`` and has
+    ``(length − i + k − 1) // k`` pixels (``s + 1`` for ``i < e``, else ``s``): integer arithmetic
+    without a branch, so ``length`` may be a symbolic size (export), and each stop is its start
+    plus a size that the tracer sees as one expression.
+    """
+    small, extra = length // k, length % k
+    starts = [i * small + (torch.sym_min(i, extra) if i else 0) for i in range(k)]
+    return [(start, start + (length - i + k - 1) // k) for i, start in enumerate(starts)]
+
+
+def _map_regions_one_by_one(x: torch.Tensor, k: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """:func:`map_regions` for ``torch.export``: ``fn`` on each of the ``k²`` regions in turn.
+
+    The bands of :func:`map_regions` exist or not depending on ``H mod k`` (a Python ``if``),
+    which a traced graph would fix to the example's case; here every region is cut out with
+    :func:`~ocnet_edu.nn.tracing.crop` at :func:`interval_bounds`, valid for every size ≥ k.
+    """
+    height, width = x.shape[-2:]
+    rows = [torch.cat([fn(crop(x, row, col)) for col in interval_bounds(width, k)], dim=3)
+            for row in interval_bounds(height, k)]
+    return torch.cat(rows, dim=2)
+
+
 def map_regions(x: torch.Tensor, k: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Apply ``fn`` to each region of a ``k × k`` nearly-equal partition of ``x`` independently.
 
@@ -94,7 +128,9 @@ def map_regions(x: torch.Tensor, k: int, fn: Callable[[torch.Tensor], torch.Tens
     """
     batch, _, height, width = x.shape
     for length in (height, width):
-        region_sizes(length, k)  # raises unless length ≥ k
+        _check_regions(length, k)
+    if exporting():
+        return _map_regions_one_by_one(x, k, fn)
     rows = []
     top = 0
     for band_h, count_h in _bands(height, k):

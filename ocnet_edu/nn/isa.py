@@ -38,6 +38,7 @@ from torch import nn
 from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
 from ocnet_edu.nn.flavour import Flavour, get_flavour
 from ocnet_edu.nn.layers import check_size
+from ocnet_edu.nn.tracing import crop, exporting
 
 __all__ = [
     "STAGES",
@@ -127,11 +128,12 @@ def padded_size(size: tuple[int, int], groups: int | Sequence[int]) -> tuple[int
 def _round_up(size, groups: tuple[int, int]) -> tuple:
     """``size`` rounded up to multiples of ``groups``, unchecked.
 
-    Integer arithmetic only (``-(-s // p) * p``, not ``math.ceil(s / p)``): with symbolic sizes
-    (``torch.compile``, dynamic shapes) it stays an integer expression that every backend can
-    generate code for.
+    Integer arithmetic only (``(s + p − 1) // p · p``, not ``math.ceil(s / p)``): with symbolic
+    sizes (``torch.compile``, dynamic shapes) it stays an integer expression that every backend can
+    generate code for. The numerator stays non-negative: the ONNX exporter writes ``//`` as ONNX
+    ``Div``, which truncates towards zero, so ``-(-s // p)`` would round 9/2 down to 4 there.
     """
-    return tuple(-(-s // p) * p for s, p in zip(size, groups))
+    return tuple((s + p - 1) // p * p for s, p in zip(size, groups))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -139,6 +141,16 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _crop(x: torch.Tensor, rows: tuple, cols: tuple, memory_format: torch.memory_format | None = None):
+    """``x[..., rows[0]:rows[1], cols[0]:cols[1]]``, made contiguous in ``memory_format`` unless it
+    is ``None`` (ρ, a 1×1 conv, is much slower on the strided view); while exporting, the gather
+    :func:`~ocnet_edu.nn.tracing.crop`, which records no guard on the example's size."""
+    if exporting():
+        return crop(x, rows, cols)
+    x = x[..., rows[0]:rows[1], cols[0]:cols[1]]
+    return x if memory_format is None else x.contiguous(memory_format=memory_format)
 
 
 def _check_maps(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, stage: str) -> None:
@@ -163,8 +175,10 @@ def _pad_and_mask(query, key, value, stage: str, groups: tuple[int, int], padded
     (height, width), (pad_h, pad_w) = query.shape[-2:], padded
     pad = (0, pad_w - width, 0, pad_h - height)
     query, key, value = (F.pad(t, pad) for t in (query, key, value))
-    valid = torch.zeros(pad_h, pad_w, dtype=torch.bool, device=query.device)
-    valid[:height, :width] = True
+    # comparisons rather than a slice assignment: with symbolic sizes (export) both are graph ops
+    rows = torch.arange(pad_h, device=query.device) < height
+    cols = torch.arange(pad_w, device=query.device) < width
+    valid = rearrange(rows, "h -> h 1") & rearrange(cols, "w -> 1 w")
     key_mask = repeat(valid, MASK_PATTERNS[stage], b=query.shape[0], ph=groups[0], pw=groups[1])
     return query, key, value, key_mask
 
@@ -203,16 +217,16 @@ def grouped_attention(
     batch, _, height, width = query.shape
     p_h, p_w = groups
     pad_h, pad_w = _round_up((height, width), groups)
-    memory_format = _memory_format(query)
+    memory_format = torch.contiguous_format if exporting() else _memory_format(query)
     key_mask = None
-    if (pad_h, pad_w) != (height, width):
+    # while exporting, always pad (by Q·P − H ≥ 0): an `if` on the example's size would be baked in
+    if exporting() or (pad_h, pad_w) != (height, width):
         query, key, value, key_mask = _pad_and_mask(query, key, value, stage, groups, (pad_h, pad_w))
     pattern = GROUP_PATTERNS[stage]
     q, k, v = (rearrange(t, pattern, ph=p_h, pw=p_w) for t in (query, key, value))
     out, weights = attend(q, k, v, key_mask=key_mask, return_relations=return_relations, fused=fused)
     out = rearrange(out, _inverse(pattern), b=batch, ph=p_h, pw=p_w, qh=pad_h // p_h, qw=pad_w // p_w)
-    # contiguous, in the input's memory format: ρ (a 1×1 conv) is much slower on the strided view
-    out = out[..., :height, :width].contiguous(memory_format=memory_format)
+    out = _crop(out, (0, height), (0, width), memory_format)
     if weights is not None:
         weights = rearrange(weights, "(b g) n m -> b g n m", b=batch)
     return AttentionOutput(out, weights)
@@ -225,7 +239,12 @@ def split_padding(size: tuple[int, int], groups: tuple[int, int]) -> tuple[int, 
     the bottom; columns likewise. This is the ``zeros-split`` padding of the openseg and mmseg
     flavours; the paper's flavour pads at the bottom/right and masks instead.
     """
-    pad_h, pad_w = (p - s for p, s in zip(padded_size(size, groups), size))
+    return _split_padding(check_size(size), check_groups(groups))
+
+
+def _split_padding(size, groups: tuple[int, int]) -> tuple:
+    """:func:`split_padding` unchecked: integer arithmetic that symbolic sizes (export) go through."""
+    pad_h, pad_w = (p - s for p, s in zip(_round_up(size, groups), size))
     return (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
 
 
@@ -311,11 +330,11 @@ class InterlacedSparseSelfAttention(nn.Module):
             a stage not in ``stages`` gives ``None``.
         """
         self.stage(self.stages[0]).check_input(x)
-        crop = None
+        window = None  # the rows and columns of the input inside the padded map
         if self.flavour.padding == "zeros-split":
-            pad = split_padding(tuple(x.shape[-2:]), self.groups)
+            pad = _split_padding(tuple(x.shape[-2:]), self.groups)
             x = F.pad(x, pad)
-            crop = (pad[2], x.shape[-2] - pad[3], pad[0], x.shape[-1] - pad[1])
+            window = ((pad[2], x.shape[-2] - pad[3]), (pad[0], x.shape[-1] - pad[1]))
         relations: dict[str, torch.Tensor | None] = {name: None for name in STAGES}
         for name in self.stages:
             module = self.stage(name)
@@ -324,6 +343,6 @@ class InterlacedSparseSelfAttention(nn.Module):
                 query, key, value, name, self.groups, return_relations=return_relations, fused=module.fused
             )
             x = module.rho(out)
-        if crop is not None:
-            x = x[..., crop[0]:crop[1], crop[2]:crop[3]]
+        if window is not None:
+            x = _crop(x, *window)
         return ISAOutput(x, relations["global"], relations["local"]) if return_relations else x
