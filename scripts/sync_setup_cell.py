@@ -33,18 +33,29 @@ TEMPLATE = '''```{{code-cell}} ipython3
 :tags: [hide-input]
 
 {marker}
-# (written by scripts/sync_setup_cell.py). With ocnet_edu importable it only checks the version;
-# elsewhere (Google Colab, a fresh machine) it first installs ocnet_edu with the book's extras.
-# OCNET_EDU_SOURCE, if set, is installed instead (a wheel, a path, another URL).
+# (written by scripts/sync_setup_cell.py). In a clone of the repository with ocnet_edu installed it
+# only checks the version. Opened anywhere else (Google Colab, a downloaded notebook) it first
+# clones the repository (the chapters read its configs and committed results) and works from the
+# clone's book/ folder, then installs ocnet_edu from the clone with the book's extras if the import
+# fails. OCNET_EDU_REPOSITORY, OCNET_EDU_CLONE and OCNET_EDU_SOURCE override the URL, the folder
+# and what is installed.
 import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+if not Path("../configs").is_dir():
+    repository = os.environ.get("OCNET_EDU_REPOSITORY", "{url}")
+    clone = Path(os.environ.get("OCNET_EDU_CLONE", "ocnet_edu_repository")).resolve()
+    if not clone.is_dir():
+        print(f"not in a clone: cloning {{repository}} into {{clone}}")
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", repository, str(clone)], check=True)
+    os.chdir(clone / "book")
 try:
     import ocnet_edu
 except ImportError:
-    source = os.environ.get("OCNET_EDU_SOURCE", "ocnet_edu[book] @ git+{url}")
+    source = os.environ.get("OCNET_EDU_SOURCE", f"{{Path('..').resolve()}}[book]")
     print(f"ocnet_edu is not installed: installing {{source}} (a few minutes)")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", source], check=True)
     importlib.invalidate_caches()

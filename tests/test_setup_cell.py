@@ -35,7 +35,7 @@ def test_every_chapter_has_the_current_setup_cell_first():
 def test_the_cell_installs_from_the_repository_set_in_config_yml():
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     cell = sync_setup_cell.setup_cell()
-    assert f'"ocnet_edu[book] @ git+{url}"' in cell
+    assert f'"OCNET_EDU_REPOSITORY", "{url}"' in cell
     assert f'require_version("{ocnet_edu.__version__}")' in cell
 
 
@@ -76,7 +76,11 @@ def _cell_code() -> str:
     return body.split("\n\n", 1)[1]
 
 
-def test_the_setup_cell_installs_when_missing_and_only_checks_when_present(tmp_path):
+def _git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+
+
+def test_the_setup_cell_clones_installs_when_missing_and_only_checks_when_present(tmp_path):
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(wheel_dir), str(ROOT)], check=True, capture_output=True, text=True)
@@ -89,24 +93,40 @@ def test_the_setup_cell_installs_when_missing_and_only_checks_when_present(tmp_p
     # The test environment's packages, but not its editable ocnet_edu (a .pth inside a path added by
     # a .pth is not processed, so the editable finder does not load).
     Path(fresh_site, "test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    missing = subprocess.run([str(python), "-c", "import ocnet_edu"], capture_output=True, text=True, cwd=tmp_path)
+    work = tmp_path / "work"  # a notebook opened outside any clone: no ../configs
+    work.mkdir()
+    missing = subprocess.run([str(python), "-c", "import ocnet_edu"], capture_output=True, text=True, cwd=work)
     assert missing.returncode != 0 and "No module named 'ocnet_edu'" in missing.stderr
 
-    env = {"OCNET_EDU_SOURCE": str(wheel), "PIP_NO_DEPS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    code = _cell_code()
-    first = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    # A stand-in for the repository (the real one is on GitHub): a git repository with book/ and configs/.
+    origin = tmp_path / "origin"
+    (origin / "book").mkdir(parents=True)
+    (origin / "configs").mkdir()
+    (origin / "book" / "x.md").write_text("page\n")
+    (origin / "configs" / "x.yaml").write_text("a: 1\n")
+    _git("init", "--quiet", str(origin), cwd=tmp_path)
+    _git("add", "-A", cwd=origin)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "repo", cwd=origin)
+    clone = tmp_path / "clone"
+    env = {"OCNET_EDU_SOURCE": str(wheel), "OCNET_EDU_REPOSITORY": str(origin), "OCNET_EDU_CLONE": str(clone),
+           "PIP_NO_DEPS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = _cell_code() + "\nprint('cwd', Path.cwd())\n"
+    first = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=work)
     assert first.returncode == 0, first.stderr
+    assert f"cloning {origin} into {clone}" in first.stdout and (clone / "configs" / "x.yaml").is_file()
     assert f"installing {wheel}" in first.stdout
-    assert first.stdout.rstrip().endswith(f"ocnet_edu {ocnet_edu.__version__}")
+    assert f"ocnet_edu {ocnet_edu.__version__}\ncwd {clone / 'book'}" in first.stdout
     located = subprocess.run([str(python), "-c", "import ocnet_edu; print(ocnet_edu.__file__)"], env=env,
-                             capture_output=True, text=True, cwd=tmp_path)
+                             capture_output=True, text=True, cwd=work)
     assert located.stdout.startswith(fresh_site), located.stdout
 
-    second = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert "installing" not in second.stdout
-    assert second.stdout.strip() == f"ocnet_edu {ocnet_edu.__version__}"
+    again = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "cloning" not in again.stdout and "installing" not in again.stdout  # the clone is reused
+    assert again.stdout.strip().splitlines() == [f"ocnet_edu {ocnet_edu.__version__}", f"cwd {clone / 'book'}"]
+
+    inside = subprocess.run([str(python), "-c", code], env=env, capture_output=True, text=True, cwd=clone / "book")
+    assert inside.stdout.strip().splitlines() == [f"ocnet_edu {ocnet_edu.__version__}", f"cwd {clone / 'book'}"]
 
 
 def test_every_page_says_what_full_scale_changes_and_nothing_else_is_listed():
