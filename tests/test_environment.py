@@ -68,6 +68,45 @@ def test_book_extra_runs_the_chapters():
     assert {"scikit-learn", "matplotlib", "pandas", "jupyter-book"} <= book
 
 
+def _chapter_imports() -> set[str]:
+    """Top-level module names every chapter's code cells import."""
+    import ast
+    import sys as _sys
+
+    import jupytext
+
+    _sys.path.insert(0, str(ROOT / "scripts"))
+    from sync_setup_cell import chapters
+
+    found = set()
+    for path in chapters():
+        for cell in jupytext.read(path).cells:
+            if cell.cell_type != "code":
+                continue
+            for node in ast.walk(ast.parse(cell.source)):  # the chapters use no IPython magics
+                if isinstance(node, ast.Import):
+                    found |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_library_and_its_book_extra_provide_every_chapter_import():
+    """`pip install ocnet_edu[book]` is enough: each third-party module a chapter imports comes from a
+    distribution that the core dependencies or the `book` extra name."""
+    import importlib.metadata
+    import sys as _sys
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {requirement_name(s) for s in project["dependencies"] + project["optional-dependencies"]["book"]}
+    providers = importlib.metadata.packages_distributions()
+    third_party = {name for name in _chapter_imports() if name not in _sys.stdlib_module_names and name != "ocnet_edu"}
+    assert {"torch", "matplotlib", "numpy"} <= third_party  # the scan sees the chapters' imports
+    undeclared = {name: providers.get(name) for name in third_party
+                  if not {requirement_name(d) for d in providers.get(name, [])} & declared}
+    assert not undeclared, f"chapters import modules no declared distribution provides: {undeclared}"
+
+
 def test_version_has_one_source():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" in pyproject["project"]["dynamic"]
