@@ -39,6 +39,7 @@ and ``model_training_<device>.csv``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -63,25 +64,27 @@ VARIANTS = ("sa_explicit", "sa_fused", "isa_explicit", "isa_fused", "isa_algorit
 MATMUL_SIDE = 4096
 
 
-def variants_for(size: tuple[int, int], device: str) -> list[str]:
-    """What is measured at ``size``: Algorithm 1 needs sizes divisible by the groups; the explicit SA
-    (two ``N×N`` matrices, 8 GiB at 128×256) only at 128×128 on the CPU."""
-    names = list(VARIANTS)
+def variants_for(size: tuple[int, int], device: str, wanted: tuple[str, ...] = VARIANTS) -> list[str]:
+    """What is measured at ``size`` (of ``wanted``): Algorithm 1 needs sizes divisible by the groups;
+    the explicit SA (two ``N×N`` matrices, 8 GiB at 128×256) only up to 128×128 on the CPU."""
+    names = [name for name in VARIANTS if name in wanted]
     if size[0] % ISA_GROUPS[0] or size[1] % ISA_GROUPS[1]:
-        names.remove("isa_algorithm1")
+        names = [name for name in names if name != "isa_algorithm1"]
     if device == "cpu" and size[0] * size[1] > 128 * 128:
-        names.remove("sa_explicit")
+        names = [name for name in names if name != "sa_explicit"]
     return names
 
 
-def build_variant(name: str, device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, Callable]:
-    """The module of variant ``name`` (``[1, 512, H, W] → [1, 512, H, W]``) and what one pass calls."""
+def build_variant(name: str, device: torch.device, channels: int = CHANNELS,
+                  seed: int = 0) -> tuple[torch.nn.Module, Callable]:
+    """The module of variant ``name`` (``[1, C, H, W] → [1, C, H, W]``, C = 512 by default) and what
+    one pass calls."""
     from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
     from ocnet_edu.nn.reference import algorithm1_isa
 
     torch.manual_seed(seed)
     kind, path = name.rsplit("_", 1)
-    module = SelfAttention(CHANNELS) if kind == "sa" else InterlacedSparseSelfAttention(CHANNELS, groups=ISA_GROUPS)
+    module = SelfAttention(channels) if kind == "sa" else InterlacedSparseSelfAttention(channels, groups=ISA_GROUPS)
     module = module.to(device)
     module.fused = path != "explicit"
     if path == "algorithm1":
@@ -116,11 +119,11 @@ def allocator_peak_mb(fn: Callable[[], None]) -> float:
     return peak / 2**20
 
 
-def _measure_memory(name: str, size: tuple[int, int], mode: str, device: str, what: str) -> float:
+def _measure_memory(name: str, size: tuple[int, int], mode: str, device: str, what: str, channels: int) -> float:
     """In this (fresh) process: the allocator or RSS peak (MiB) of the first pass of ``name``."""
     dev = torch.device(device)
-    module, run = build_variant(name, dev)
-    x = torch.randn(1, CHANNELS, *size, device=dev)
+    module, run = build_variant(name, dev, channels)
+    x = torch.randn(1, channels, *size, device=dev)
     if dev.type == "cuda":
         _pass(module, run, x, mode)  # warm-up: library workspaces are not the module's memory
         torch.cuda.synchronize()
@@ -133,25 +136,25 @@ def _measure_memory(name: str, size: tuple[int, int], mode: str, device: str, wh
         return allocator_peak_mb(lambda: _pass(module, run, x, mode))
     # a one-off import, not memory of the pass: torch.utils.checkpoint (ISA's training path) imports
     # torch._dynamo on its first call, about 90 MB of resident modules; imported here for every variant
-    import torch._dynamo  # noqa: F401
+    importlib.import_module("torch._dynamo")
     before = reset_peak_rss()
     _pass(module, run, x, mode)
     return (peak_rss() - before) / 1024
 
 
 def _measure_times(names: list[str], size: tuple[int, int], mode: str, device: str, repeats: int,
-                   matmul: bool) -> dict[str, list[float]]:
-    """In one process: every variant (and the 4096² matmul) timed in rotating order; ms per pass."""
+                   matmul: int, channels: int) -> dict[str, list[float]]:
+    """In one process: every variant (and a ``matmul``² matmul, unless 0) timed in rotating order; ms."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    x = torch.randn(1, CHANNELS, *size, device=dev)
+    x = torch.randn(1, channels, *size, device=dev)
     runs = {}
     for name in names:
-        module, run = build_variant(name, dev)
+        module, run = build_variant(name, dev, channels)
         runs[name] = (lambda m, r: (lambda: _pass(m, r, x, mode)))(module, run)
     if matmul:
-        a, b = (torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=dev) for _ in range(2))
-        runs["matmul_4096"] = lambda: torch.mm(a, b)
+        a, b = (torch.randn(matmul, matmul, device=dev) for _ in range(2))
+        runs["matmul"] = lambda: torch.mm(a, b)
     for run in runs.values():  # warm-up
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -176,33 +179,36 @@ def _child(flag: str, payload: dict, env: dict[str, str] | None = None) -> objec
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_size(size: tuple[int, int], device: str, repeats: int, processes: int, matmul: bool,
+def measure_size(size: tuple[int, int], device: str, repeats: int, processes: int, matmul: int,
+                 channels: int = CHANNELS, wanted: tuple[str, ...] = VARIANTS,
                  log: Callable[[str], None] = print) -> list[dict]:
-    """Every row of ``performance_<device>.csv`` for one size: memory per variant and mode in fresh
-    processes, then times per mode in one process."""
+    """Every row of ``performance_<device>.csv`` for one size: times per mode in one process, then
+    memory per variant and mode in fresh processes. ``matmul``: side of the reference product (0: none)."""
     from ocnet_edu.profiling import count_gflops
 
-    names = variants_for(size, device)
+    names = variants_for(size, device, wanted)
     rows = []
     for mode in MODES:
         times = _child("--time-child", {"names": names, "size": size, "mode": mode, "device": device,
-                                        "repeats": repeats, "matmul": matmul and mode == "inference"})
-        for name in [*names, *(["matmul_4096"] if "matmul_4096" in times else [])]:
+                                        "repeats": repeats, "matmul": matmul if mode == "inference" else 0,
+                                        "channels": channels})
+        for name in [*names, *(["matmul"] if "matmul" in times else [])]:
             row = {"size": f"{size[0]}x{size[1]}", "mode": mode, "variant": name,
                    "time_median_ms": round(statistics.median(times[name]), 1),
                    "time_min_ms": round(min(times[name]), 1), "time_max_ms": round(max(times[name]), 1)}
-            if name == "matmul_4096":
-                row["gflops"] = round(2 * MATMUL_SIDE**3 / 1e9, 2)
+            if name == "matmul":
+                row["variant"] = f"matmul_{matmul}"
+                row["gflops"] = round(2 * matmul**3 / 1e9, 2)
             else:
-                payload = {"name": name, "size": size, "mode": mode, "device": device}
-                row["allocator_peak_mb"] = round(_child("--memory-child", {**payload, "what": "allocator"}), 1)
+                payload = {"name": name, "size": size, "mode": mode, "device": device, "channels": channels}
+                row["allocator_peak_mb"] = round(_child("--memory-child", {**payload, "what": "allocator"}), 3)
                 if device == "cpu":
                     count = processes if name in ("sa_fused", "isa_fused") else 1  # the targets' pair
                     rss = [_child("--memory-child", {**payload, "what": "rss"}) for _ in range(count)]
                     row["rss_peak_mb"] = round(statistics.median(rss), 1)
                     row["rss_peak_runs_mb"] = " ".join(f"{r:.0f}" for r in rss)
-                module, _ = build_variant(name, torch.device("meta"))
-                row["gflops"] = round(count_gflops(module, (1, CHANNELS, *size)), 2)
+                module, _ = build_variant(name, torch.device("meta"), channels)
+                row["gflops"] = round(count_gflops(module, (1, channels, *size)), 2)
             rows.append(row)
             log(f"  {row['size']} {mode:9s} {name:15s} " + ", ".join(
                 f"{k} {v}" for k, v in row.items() if k.endswith(("_mb", "_ms")) and "runs" not in k))
@@ -241,18 +247,20 @@ def targets_table(rows: list[dict]):
                 entry["rss ratio"] = round(frame.loc[(size, mode, num), "rss_peak_mb"]
                                            / frame.loc[(size, mode, den), "rss_peak_mb"], 3)
             out.append(entry)
-        if (size, "inference", "matmul_4096") in frame.index:
+        matmuls = [v for v in frame.loc[(size, "inference")].index if v.startswith("matmul_")]
+        if matmuls and (size, "inference", "isa_fused") in frame.index:
             rate = lambda v: frame.loc[(size, "inference", v), "gflops"] / frame.loc[(size, "inference", v), "time_median_ms"]  # noqa: E731
-            ratio = rate("isa_fused") / rate("matmul_4096")
-            out.append({"size": size, "target": "ISA default GFLOP/s / 4096² matmul GFLOP/s (inference)",
+            ratio = rate("isa_fused") / rate(matmuls[0])
+            side = matmuls[0].split("_")[1]
+            out.append({"size": size, "target": f"ISA default GFLOP/s / {side}² matmul GFLOP/s (inference)",
                         "ratio": round(ratio, 3), "limit": ">= 0.75", "met": bool(ratio >= 0.75)})
     return pd.DataFrame(out)
 
 
-def model_training(device: str, setting: str, steps: int) -> dict:
+def model_training(device: str, setting: str, steps: int, side: int = 192) -> dict:
     """Images/s and peak memory of OCNet (Base-OC with ISA) trained with SGD on random images.
 
-    ``setting``: ``"small"`` (the CPU-scale backbone, 4 images of 192×192) or ``"resnet101"``
+    ``setting``: ``"small"`` (the CPU-scale backbone, 4 images of ``side``²) or ``"resnet101"``
     (the paper's: dilated ResNet-101, 2 crops of 769×769; CUDA only). The first step is not timed.
     """
     from ocnet_edu.model import OCNet
@@ -260,7 +268,7 @@ def model_training(device: str, setting: str, steps: int) -> dict:
     dev = torch.device(device)
     torch.manual_seed(0)
     if setting == "small":
-        model, batch, side, classes = OCNet("small", "base_oc_isa", num_classes=8), 4, 192, 8
+        model, batch, classes = OCNet("small", "base_oc_isa", num_classes=8), 4, 8
     else:
         model, batch, side, classes = OCNet("resnet101", "base_oc_isa", num_classes=19), 2, 769, 19
     model = model.to(dev).train()
@@ -305,6 +313,10 @@ def build_parser(default_out: Path = DEFAULT_OUT) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per variant")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per RSS peak (median)")
     parser.add_argument("--model-steps", type=int, default=3, help="timed steps of the whole-model benchmark (0: skip)")
+    parser.add_argument("--model-side", type=int, default=192, help="image side of the small whole-model benchmark")
+    parser.add_argument("--channels", type=int, default=CHANNELS, help="C of [1, C, H, W] (paper: 512)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--matmul", type=int, default=MATMUL_SIDE, help="side of the reference matmul (CPU; 0: none)")
     parser.add_argument("--out", type=Path, default=default_out)
     for flag in ("--memory-child", "--time-child", "--model-child"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
@@ -315,14 +327,15 @@ def _run_child_flag(args: argparse.Namespace) -> bool:
     """Answer a ``--*-child`` request (one JSON line on stdout); False when there is none."""
     if args.memory_child:
         p = json.loads(args.memory_child)
-        print(json.dumps(_measure_memory(p["name"], tuple(p["size"]), p["mode"], p["device"], p["what"])))
+        print(json.dumps(_measure_memory(p["name"], tuple(p["size"]), p["mode"], p["device"], p["what"],
+                                         p["channels"])))
     elif args.time_child:
         p = json.loads(args.time_child)
         print(json.dumps(_measure_times(p["names"], tuple(p["size"]), p["mode"], p["device"], p["repeats"],
-                                        p["matmul"])))
+                                        p["matmul"], p["channels"])))
     elif args.model_child:
         p = json.loads(args.model_child)
-        print(json.dumps(model_training(p["device"], p["setting"], p["steps"])))
+        print(json.dumps(model_training(p["device"], p["setting"], p["steps"], p["side"])))
     else:
         return False
     return True
@@ -340,11 +353,13 @@ def main(argv: list[str] | None = None, default_out: Path = DEFAULT_OUT) -> None
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     for size in sizes:
-        rows += measure_size(size, args.device, args.repeats, args.processes, matmul=args.device == "cpu",
-                             log=lambda line: print(line, flush=True))
+        rows += measure_size(size, args.device, args.repeats, args.processes,
+                             matmul=args.matmul if args.device == "cpu" else 0, channels=args.channels,
+                             wanted=tuple(args.variants), log=lambda line: print(line, flush=True))
     args.out.mkdir(parents=True, exist_ok=True)
     raw = pd.DataFrame(rows)
-    raw["device"], raw["threads"], raw["torch"] = args.device, torch.get_num_threads(), torch.__version__
+    raw["channels"], raw["device"], raw["threads"], raw["torch"] = (args.channels, args.device, torch.get_num_threads(),
+                                                                     torch.__version__)
     raw.to_csv(args.out / f"performance_{args.device}.csv", index=False)
     targets = targets_table(rows)
     targets.to_csv(args.out / f"performance_targets_{args.device}.csv", index=False)
@@ -353,7 +368,8 @@ def main(argv: list[str] | None = None, default_out: Path = DEFAULT_OUT) -> None
     print(targets.to_string(index=False))
     if args.model_steps > 0:
         settings = ["small"] + (["resnet101"] if args.device == "cuda" else [])
-        models = [_child("--model-child", {"device": args.device, "setting": s, "steps": args.model_steps})
+        models = [_child("--model-child", {"device": args.device, "setting": s, "steps": args.model_steps,
+                                           "side": args.model_side})
                   for s in settings]
         pd.DataFrame(models).to_csv(args.out / f"model_training_{args.device}.csv", index=False)
         print("\nWhole-model training throughput:")
