@@ -351,21 +351,7 @@ def main(argv: list[str] | None = None, default_out: Path = DEFAULT_OUT) -> None
     sizes = [tuple(int(s) for s in text.split("x")) for text in args.sizes]
     print(f"[performance] {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    rows = []
-    for size in sizes:
-        rows += measure_size(size, args.device, args.repeats, args.processes,
-                             matmul=args.matmul if args.device == "cpu" else 0, channels=args.channels,
-                             wanted=tuple(args.variants), log=lambda line: print(line, flush=True))
     args.out.mkdir(parents=True, exist_ok=True)
-    raw = pd.DataFrame(rows)
-    raw["channels"], raw["device"], raw["threads"], raw["torch"] = (args.channels, args.device, torch.get_num_threads(),
-                                                                     torch.__version__)
-    raw.to_csv(args.out / f"performance_{args.device}.csv", index=False)
-    targets = targets_table(rows)
-    targets.to_csv(args.out / f"performance_targets_{args.device}.csv", index=False)
-    pd.set_option("display.width", 200)
-    print("\nISA engine targets (ratios measured side by side in this run):")
-    print(targets.to_string(index=False))
     if args.model_steps > 0:
         settings = ["small"] + (["resnet101"] if args.device == "cuda" else [])
         models = [_child("--model-child", {"device": args.device, "setting": s, "steps": args.model_steps,
@@ -374,6 +360,20 @@ def main(argv: list[str] | None = None, default_out: Path = DEFAULT_OUT) -> None
         pd.DataFrame(models).to_csv(args.out / f"model_training_{args.device}.csv", index=False)
         print("\nWhole-model training throughput:")
         print(pd.DataFrame(models).to_string(index=False))
+    rows = []
+    for size in sizes:  # the CSVs are rewritten after each size, so that a long run keeps what it measured
+        rows += measure_size(size, args.device, args.repeats, args.processes,
+                             matmul=args.matmul if args.device == "cpu" else 0, channels=args.channels,
+                             wanted=tuple(args.variants), log=lambda line: print(line, flush=True))
+        raw = pd.DataFrame(rows)
+        raw["channels"], raw["device"], raw["threads"], raw["torch"] = (
+            args.channels, args.device, torch.get_num_threads(), torch.__version__)
+        raw.to_csv(args.out / f"performance_{args.device}.csv", index=False)
+        targets = targets_table(rows)
+        targets.to_csv(args.out / f"performance_targets_{args.device}.csv", index=False)
+    pd.set_option("display.width", 200)
+    print("\nISA engine targets (ratios measured side by side in this run):")
+    print(targets.to_string(index=False))
     print(f"\n[performance] load average at the end {os.getloadavg()[0]:.1f}")
 
 
