@@ -20,9 +20,10 @@ Three things make it lean:
   one copy (the attention output, regrouped) replaces the three copies of q, k, v. Only when the
   map needs padding do the second stage's transforms run on the unpadded raster, so that
   batch-norm never sees a padded pixel.
-* **Nothing kept alive.** Each transform's output is grouped as soon as it exists and every
-  intermediate is released before the next one is made; a stage's input is released before its
-  attention runs.
+* **Nothing kept alive.** Each transform's output is grouped as soon as it exists, and every
+  intermediate (an ungrouped map, a stage's q, k, v once attended) is released before the next one
+  is made. (A stage's input is still held by the caller until the stage returns; passing it on
+  without a reference is a possible further saving of two maps in the second stage.)
 
 In training, :func:`lean_forward` can wrap each stage in :func:`torch.utils.checkpoint.checkpoint`
 (``recompute=True``): only the stage's input is saved and the stage runs again during the
@@ -131,19 +132,23 @@ def _key_mask(stage: str, groups, size, padded, batch: int, device) -> torch.Ten
     return repeat(valid, MASKS[stage], b=batch, ph=groups[0], pw=groups[1])
 
 
+def _grouped_transform(module: nn.Module, rows: torch.Tensor, stage: str, geometry: dict, grouped: bool):
+    """``module`` on ``rows``, its output grouped for ``stage`` unless the rows are grouped already.
+
+    (A function, not a closure over ``rows``: ``del`` of a closed-over name stops torch.compile.)
+    """
+    out = apply_pointwise(module, rows)
+    return out if grouped else group_rows(out, stage, geometry["groups"], geometry["size"], geometry["padded"])
+
+
 def _attention(stage_module: nn.Module, rows: torch.Tensor, stage: str, geometry: dict, grouped: bool):
     """θ, φ, δ of one stage, each grouped as soon as it exists, then the fused attention.
 
-    ``rows`` are this stage's groups already (``grouped``) or raster rows; the caller gives up its
-    reference, so the input is released before the attention runs. Returns ``[g, n, e]``.
+    ``rows`` are this stage's groups already (``grouped``) or raster rows. Returns ``[g, n, e]``.
     """
-    def grouped_transform(module):
-        out = apply_pointwise(module, rows)
-        return out if grouped else group_rows(out, stage, geometry["groups"], geometry["size"], geometry["padded"])
-
-    query = grouped_transform(stage_module.theta)
-    key = grouped_transform(stage_module.phi)
-    value = grouped_transform(stage_module.delta)
+    query = _grouped_transform(stage_module.theta, rows, stage, geometry, grouped)
+    key = _grouped_transform(stage_module.phi, rows, stage, geometry, grouped)
+    value = _grouped_transform(stage_module.delta, rows, stage, geometry, grouped)
     del rows
     mask = None if grouped else _key_mask(stage, geometry["groups"], geometry["size"], geometry["padded"],
                                           geometry["batch"], query.device)
