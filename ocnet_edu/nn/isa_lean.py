@@ -79,8 +79,8 @@ def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     """A pointwise transform (θ, φ: conv → BN → act; δ, ρ: a conv, or conv → BN → act) on rows.
 
     Args:
-        module: a 1×1 ``Conv2d`` or an ``nn.Sequential`` of 1×1 convolutions, batch-norms and
-            activations.
+        module: a 1×1 ``Conv2d`` or an ``nn.Sequential`` (possibly nested) of 1×1 convolutions,
+            batch-norms and activations.
         rows: ``[g, n, c_in]``.
 
     Returns:
@@ -89,7 +89,9 @@ def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
         same statistics as on the ``[B, C, H, W]`` map: the mean over all pixels.
     """
     for layer in (module if isinstance(module, nn.Sequential) else [module]):
-        if _plain_1x1(layer):
+        if isinstance(layer, nn.Sequential):  # θ and φ: two conv → BN → act blocks
+            rows = apply_pointwise(layer, rows)
+        elif _plain_1x1(layer):
             rows = linear_1x1(layer, rows)
         else:
             rows = rearrange(layer(rearrange(rows, "g n c -> g c n 1")), "g c n 1 -> g n c")
