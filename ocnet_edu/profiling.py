@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["count_flops", "count_gflops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory"]
+__all__ = ["count_flops", "count_gflops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory", "saved_tensor_bytes"]
 
 
 def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -78,18 +78,24 @@ class PeakTensorMemory(TorchDispatchMode):
 
     Attributes:
         current: bytes alive now; peak: the largest value ``current`` reached.
+        at_peak: with ``record=True``, what was alive when the peak was reached: one
+            ``(operation, shape, bytes)`` per storage, the operation that created it.
     """
 
-    def __init__(self, existing: tuple[torch.Tensor, ...] = ()) -> None:
+    def __init__(self, existing: tuple[torch.Tensor, ...] = (), record: bool = False) -> None:
         super().__init__()
         # storages that exist before the pass (inputs, parameters): views of them cost nothing
         self.existing = {t.untyped_storage()._cdata for t in existing}
         self.live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+        self.record = record
+        self.origin: dict[int, tuple[str, tuple[int, ...]]] = {}
+        self.at_peak: list[tuple[str, tuple[int, ...], int]] = []
 
     def _free(self, key: int) -> None:
         self.current -= self.live.pop(key)
+        self.origin.pop(key, None)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -100,6 +106,10 @@ class PeakTensorMemory(TorchDispatchMode):
                 if key not in self.live and key not in self.existing:  # a view shares its base's storage
                     self.live[key] = storage.nbytes()
                     self.current += storage.nbytes()
+                    if self.record:
+                        self.origin[key] = (func.__name__.split(".")[0], tuple(tensor.shape))
+                        if self.current > self.peak:
+                            self.at_peak = [(*self.origin[k], n) for k, n in self.live.items()]
                     self.peak = max(self.peak, self.current)
                     weakref.finalize(storage, self._free, key)
         return out
@@ -117,3 +127,26 @@ def peak_tensor_bytes(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
     with torch.no_grad(), PeakTensorMemory(existing) as tracker:
         fn(*inputs)
     return tracker.peak
+
+
+def saved_tensor_bytes(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for the backward pass while ``fn(*inputs)`` runs.
+
+    What a training step holds between its forward and its backward pass, beyond the parameters
+    and the inputs (not counted, nor views of them). Tensors saved inside
+    :func:`torch.utils.checkpoint.checkpoint` are not saved (they are recomputed), so they do not count.
+    """
+    existing = {t.untyped_storage()._cdata for t in inputs}
+    if isinstance(fn, torch.nn.Module):
+        existing |= {t.untyped_storage()._cdata for t in (*fn.parameters(), *fn.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in existing:
+            saved[storage._cdata] = storage.nbytes()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn(*inputs)
+    return sum(saved.values())

@@ -17,7 +17,10 @@ The parts, each a subprocess with its own time limit (the limits add up to ``--b
 3. ``resume``: ``--resume`` from the checkpoint of part 1 for 10 more iterations;
 4. ``evaluate``: the final weights with three scales, flipping and sliding windows;
 5. ``efficiency``: ``benchmarks/efficiency.py --device cuda`` (Table 4, Fig. 4);
-6. ``chapters``: every chapter under ``pytest --nbval`` with ``OCNET_SCALE=full``.
+6. ``performance``: ``benchmarks/performance.py --device cuda`` at 128×128: SA and ISA in inference
+   and in a training step (peak memory, time, the ratio table of issue 17), and the training
+   throughput of the whole model (OCNet, ResNet-101 at 769×769, and the small CPU-scale one);
+7. ``chapters``: every chapter under ``pytest --nbval`` with ``OCNET_SCALE=full``.
 
 A part passes when its command exits 0 and its result checks hold; the report gives each part's
 time, pass/fail and key numbers, and the script exits 1 if any part failed. Without a CUDA device
@@ -47,8 +50,9 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("train", "deterministic", "resume", "evaluate", "efficiency", "chapters")
-BUDGET_S = {"train": 120, "deterministic": 75, "resume": 45, "evaluate": 35, "efficiency": 90, "chapters": 115}
+PARTS = ("train", "deterministic", "resume", "evaluate", "efficiency", "performance", "chapters")
+BUDGET_S = {"train": 100, "deterministic": 60, "resume": 45, "evaluate": 35, "efficiency": 65, "performance": 75,
+            "chapters": 100}
 """Each part's share of the time budget, in seconds of the default 480 (8 minutes)."""
 
 
@@ -65,6 +69,7 @@ class Sizes:
     amp: dict
     compile: bool
     efficiency: list[str]
+    performance: list[str]
     chapters: list[str]
     scale: str
 
@@ -73,7 +78,8 @@ def gpu_sizes(args: argparse.Namespace) -> Sizes:
     """The check on a GPU: ResNet-101 + Base-OC (ISA) at 769×769, float16, compiled."""
     return Sizes("cuda", {"backbone": "resnet101", "context": "base_oc_isa", "num_classes": 19}, args.size,
                  args.batch_size, args.iters, 8, {"amp": True, "amp_dtype": "float16"}, True,
-                 ["--device", "cuda"], args.chapters or ["book"], "full")
+                 ["--device", "cuda"], ["--device", "cuda", "--sizes", "128x128", "--model-steps", "5"],
+                 args.chapters or ["book"], "full")
 
 
 def cpu_sizes(args: argparse.Namespace) -> Sizes:
@@ -82,6 +88,8 @@ def cpu_sizes(args: argparse.Namespace) -> Sizes:
              "context_options": {"channels": 16, "groups": [2, 2]}, "num_classes": 5}
     return Sizes("cpu", model, 48, 2, 4, 1, {"amp": True, "amp_dtype": "bfloat16"}, False,
                  ["--device", "cpu", "--side", "8", "--warmup", "0", "--repeats", "1", "--names", "base_oc_isa"],
+                 ["--device", "cpu", "--sizes", "8x8", "--channels", "16", "--variants", "sa_fused", "isa_fused",
+                  "--matmul", "256", "--repeats", "1", "--processes", "1", "--model-steps", "1", "--model-side", "32"],
                  args.chapters or ["book/01_introduction.md"], "small")
 
 
@@ -230,6 +238,29 @@ def efficiency_part(sizes: Sizes, work: Path, timeout: float) -> Outcome:
     return outcome
 
 
+def performance_part(sizes: Sizes, work: Path, timeout: float) -> Outcome:
+    """``benchmarks/performance.py``: the training step of SA and ISA, its ratio table, and the
+    whole model's training throughput; passes when it ran (a target missed is a number, not a failure)."""
+    out = work / "performance"
+    status, output, seconds = run([sys.executable, "benchmarks/performance.py", *sizes.performance, "--out", str(out)],
+                                  work / "performance.log", timeout)
+    outcome = Outcome("performance", passed=status == 0, seconds=seconds, numbers={"exit status": str(status)})
+    targets, models = out / f"performance_targets_{sizes.device}.csv", out / f"model_training_{sizes.device}.csv"
+    if status == 0 and targets.exists():
+        with targets.open(newline="") as f:
+            for row in csv.DictReader(f):
+                outcome.numbers[f"{row['size']}: {row['target']}"] = f"{row['ratio']} ({row['limit']}: {row['met']})"
+    if status == 0 and models.exists():
+        with models.open(newline="") as f:
+            for row in csv.DictReader(f):
+                outcome.numbers[f"{row['model']} training"] = (
+                    f"{row['images_per_s']} images/s, batch {row['batch']} at {row['crop']}, "
+                    f"peak {row['peak_memory_mb']} MiB")
+    if status != 0:
+        outcome.note = last_lines(output)
+    return outcome
+
+
 def chapters_part(sizes: Sizes, work: Path, timeout: float) -> Outcome:
     """Every chapter through ``pytest --nbval`` at ``OCNET_SCALE`` full (small in the dry run)."""
     command = [sys.executable, "-m", "pytest", "--nbval", "-q", "-p", "no:cacheprovider", *sizes.chapters]
@@ -300,7 +331,8 @@ def run_parts(parts: list[str], sizes: Sizes, work: Path, budget: float) -> list
                      "resume": (f"schedule.max_iters={sizes.iters + 10}",)}[name]
             outcome = training_part(name, sizes, work, timeout, *extra, resume=name == "resume")
         else:
-            outcome = {"evaluate": evaluate_part, "efficiency": efficiency_part, "chapters": chapters_part}[name](
+            outcome = {"evaluate": evaluate_part, "efficiency": efficiency_part, "performance": performance_part,
+                       "chapters": chapters_part}[name](
                 sizes, work, timeout)
         print(f"[gpu-check] {name}: {'PASS' if outcome.passed else 'FAIL'} in {outcome.seconds:.1f} s", flush=True)
         outcomes.append(outcome)

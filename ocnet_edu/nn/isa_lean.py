@@ -1,0 +1,250 @@
+"""ISA's default forward pass, laid out so that it holds little memory and runs at matrix-product speed.
+
+:class:`~ocnet_edu.nn.isa.InterlacedSparseSelfAttention` with ``fused=True`` (the default) and no
+relations asked for runs :func:`lean_forward`. It computes exactly what the explicit path
+(:func:`~ocnet_edu.nn.isa.grouped_attention`, one stage at a time on ``[B, C, H, W]`` maps)
+computes, with the same modules and parameters; only the order of the work and the layout of
+the tensors differ. Axis names are those of :mod:`ocnet_edu.nn.isa`; ``g`` is a group folded
+into the batch, ``n`` a position inside it.
+
+Three things make it lean:
+
+* **Pixel rows.** Every map is kept as rows ``[g, n, c]``: one contiguous vector of channels per
+  pixel (``channels_last``). A 1×1 convolution is then one matrix product over rows
+  (:func:`linear_1x1`), batch-norm and the activation run on the ``channels_last`` view, and
+  regrouping pixels copies whole rows instead of transposing channels. The first convolutions
+  read an NCHW input as a transposed operand of the product (no copy of the input), and the last
+  one writes an NCHW output the same way.
+* **Grouped transforms.** θ, φ, δ and ρ are pointwise, so they can run on the grouped rows. After
+  the first stage, ρ and the second stage's θ, φ, δ run directly in the second stage's grouping:
+  one copy (the attention output, regrouped) replaces the three copies of q, k, v. Only when the
+  map needs padding do the second stage's transforms run on the unpadded raster, so that
+  batch-norm never sees a padded pixel.
+* **Nothing kept alive.** Each transform's output is grouped as soon as it exists, and every
+  intermediate (an ungrouped map, a stage's q, k, v once attended) is released before the next one
+  is made. (A stage's input is still held by the caller until the stage returns; passing it on
+  without a reference is a possible further saving of two maps in the second stage.)
+
+In training, :func:`lean_forward` can wrap each stage in :func:`torch.utils.checkpoint.checkpoint`
+(``recompute=True``): only the stage's input is saved and the stage runs again during the
+backward pass; batch-norm statistics are restored after that second run, so a training step
+changes them exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ocnet_edu.nn.attention import attend
+
+__all__ = ["ROW_PATTERNS", "apply_pointwise", "frozen_norm_statistics", "group_rows", "lean_forward", "linear_1x1",
+           "regroup", "ungroup_rows"]
+
+#: the groups of each stage, as rows (the right-hand sides of ``isa.GROUP_PATTERNS``)
+ROW_PATTERNS = {"global": "(b ph pw) (qh qw) c", "local": "(b qh qw) (ph pw) c"}
+RASTER = "b (qh ph) (qw pw) c"
+MASKS = {"global": "(qh ph) (qw pw) -> (b ph pw) (qh qw)", "local": "(qh ph) (qw pw) -> (b qh qw) (ph pw)"}
+
+
+def linear_1x1(conv: nn.Conv2d, rows: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution applied to pixel rows: ``[g, n, c_in] -> [g, n, c_out]`` (contiguous).
+
+    ``rows`` may be contiguous (one matrix product, :func:`torch.nn.functional.linear`) or the
+    transposed view of an NCHW map, ``[b, c, (h w)]ᵀ``: then a batched product reads it as a
+    transposed operand and no copy of it is made.
+    """
+    weight = rearrange(conv.weight, "o i 1 1 -> o i")
+    if rows.is_contiguous():
+        return F.linear(rows, weight, conv.bias)
+    batch, _, channels = rows.shape
+    weight_t = repeat(weight, "o i -> b i o", b=batch)
+    if conv.bias is None:
+        return torch.bmm(rows, weight_t)
+    return torch.baddbmm(rearrange(conv.bias, "o -> 1 1 o"), rows, weight_t)
+
+
+def _plain_1x1(layer: nn.Module) -> bool:
+    """A convolution that is a pure per-pixel matrix product (1×1, stride 1, no padding, one group)."""
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+            and layer.padding in ((0, 0), "valid") and layer.groups == 1 and layer.dilation == (1, 1))
+
+
+def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """A pointwise transform (θ, φ: conv → BN → act; δ, ρ: a conv, or conv → BN → act) on rows.
+
+    Args:
+        module: a 1×1 ``Conv2d`` or an ``nn.Sequential`` (possibly nested) of 1×1 convolutions,
+            batch-norms and activations.
+        rows: ``[g, n, c_in]``.
+
+    Returns:
+        ``[g, n, c_out]``, contiguous. Batch-norm and the activation run as modules on the
+        ``channels_last`` view ``[g, c, n, 1]`` (so ``SyncBatchNorm`` and hooks work), with the
+        same statistics as on the ``[B, C, H, W]`` map: the mean over all pixels.
+    """
+    for layer in (module if isinstance(module, nn.Sequential) else [module]):
+        if isinstance(layer, nn.Sequential):  # θ and φ: two conv → BN → act blocks
+            rows = apply_pointwise(layer, rows)
+        elif _plain_1x1(layer):
+            rows = linear_1x1(layer, rows)
+        else:
+            rows = rearrange(layer(rearrange(rows, "g n c -> g c n 1")), "g c n 1 -> g n c")
+    return rows
+
+
+def group_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], size: tuple[int, int],
+               padded: tuple[int, int]) -> torch.Tensor:
+    """Raster rows ``[b, (h w), c]`` → the groups of ``stage``, ``[g, n, c]`` (zero-padded to ``padded``)."""
+    (height, width), (pad_h, pad_w) = size, padded
+    raster = rearrange(rows, "b (h w) c -> b h w c", h=height)
+    if (pad_h, pad_w) != (height, width):
+        raster = F.pad(raster, (0, 0, 0, pad_w - width, 0, pad_h - height))
+    return rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=groups[0], pw=groups[1])
+
+
+def regroup(rows: torch.Tensor, source: str, target: str, groups: tuple[int, int], batch: int,
+            padded: tuple[int, int]) -> torch.Tensor:
+    """The groups of stage ``source`` → those of stage ``target`` (one copy of the rows)."""
+    sizes = {"b": batch, "ph": groups[0], "pw": groups[1], "qh": padded[0] // groups[0]}
+    return rearrange(rows, f"{ROW_PATTERNS[source]} -> {ROW_PATTERNS[target]}", **sizes)
+
+
+def ungroup_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], batch: int, size: tuple[int, int],
+                 padded: tuple[int, int]) -> torch.Tensor:
+    """The groups of ``stage`` ``[g, n, c]`` → raster rows ``[b, (h w), c]``, padding cropped away."""
+    sizes = {"b": batch, "ph": groups[0], "pw": groups[1], "qh": padded[0] // groups[0]}
+    raster = rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER}", **sizes)
+    if padded != size:
+        raster = raster[:, :size[0], :size[1]]
+    return rearrange(raster, "b h w c -> b (h w) c")
+
+
+def _key_mask(stage: str, groups, size, padded, batch: int, device) -> torch.Tensor | None:
+    """``[g, n]`` bool, False at padded keys; ``None`` without padding."""
+    if padded == size:
+        return None
+    valid = torch.zeros(padded, dtype=torch.bool, device=device)
+    valid[:size[0], :size[1]] = True
+    return repeat(valid, MASKS[stage], b=batch, ph=groups[0], pw=groups[1])
+
+
+def _grouped_transform(module: nn.Module, rows: torch.Tensor, stage: str, geometry: dict, grouped: bool):
+    """``module`` on ``rows``, its output grouped for ``stage`` unless the rows are grouped already.
+
+    (A function, not a closure over ``rows``: ``del`` of a closed-over name stops torch.compile.)
+    """
+    out = apply_pointwise(module, rows)
+    return out if grouped else group_rows(out, stage, geometry["groups"], geometry["size"], geometry["padded"])
+
+
+def _attention(stage_module: nn.Module, rows: torch.Tensor, stage: str, geometry: dict, grouped: bool):
+    """θ, φ, δ of one stage, each grouped as soon as it exists, then the fused attention.
+
+    ``rows`` are this stage's groups already (``grouped``) or raster rows. Returns ``[g, n, e]``.
+    """
+    query = _grouped_transform(stage_module.theta, rows, stage, geometry, grouped)
+    key = _grouped_transform(stage_module.phi, rows, stage, geometry, grouped)
+    value = _grouped_transform(stage_module.delta, rows, stage, geometry, grouped)
+    del rows
+    mask = None if grouped else _key_mask(stage, geometry["groups"], geometry["size"], geometry["padded"],
+                                          geometry["batch"], query.device)
+    return attend(query, key, value, key_mask=mask, fused=True).output
+
+
+def _to_rows(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` → raster rows ``[B, (H W), C]``: a view (contiguous for a channels_last map,
+    the transposed view of an NCHW map otherwise)."""
+    return rearrange(x, "b c h w -> b (h w) c")
+
+
+def _output_map(rho: nn.Module, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """ρ on raster rows ``[b, (h w), e]`` → ``[b, c_out, h, w]`` in the memory format of ``like``.
+
+    For an NCHW ``like`` the first convolution writes NCHW directly (the rows are read as a
+    transposed operand); the layers after it run as modules on that map.
+    """
+    height, width = like.shape[-2:]
+    layers = list(rho) if isinstance(rho, nn.Sequential) else [rho]
+    nchw = like.is_contiguous() and _plain_1x1(layers[0])
+    if not nchw:
+        return rearrange(apply_pointwise(rho, rows), "b (h w) c -> b c h w", h=height)
+    weight = repeat(rearrange(layers[0].weight, "o i 1 1 -> o i"), "o i -> b o i", b=rows.shape[0])
+    columns = rearrange(rows, "b n c -> b c n")  # a transposed view, read as such by the product
+    if layers[0].bias is None:
+        out = torch.bmm(weight, columns)
+    else:
+        out = torch.baddbmm(rearrange(layers[0].bias, "o -> 1 o 1"), weight, columns)
+    out = rearrange(out, "b c (h w) -> b c h w", h=height)
+    for layer in layers[1:]:
+        out = layer(out)
+    return out
+
+
+def _stage(stage_module, rows, stage, geometry, grouped, next_stage, last):
+    """One stage: attention, then ρ in the next stage's grouping (or raster rows for the last)."""
+    out = _attention(stage_module, rows, stage, geometry, grouped)
+    del rows
+    groups, batch, size, padded = geometry["groups"], geometry["batch"], geometry["size"], geometry["padded"]
+    if next_stage is not None and padded == size:
+        out = regroup(out, stage, next_stage, groups, batch, padded)
+    else:
+        out = ungroup_rows(out, stage, groups, batch, size, padded)
+    return out if last else apply_pointwise(stage_module.rho, out)
+
+
+@contextlib.contextmanager
+def frozen_norm_statistics(module: nn.Module):
+    """Inside, every batch-norm of ``module`` updates throw-away copies of its running statistics.
+
+    Used around a checkpointed stage's second forward pass (in backward), so that a training step
+    updates the statistics once, as without recomputation. The buffers are swapped, not copied
+    back: the first pass saved them for its backward, and an in-place write would invalidate that.
+    """
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    kept = [(m, [getattr(m, name) for name in names]) for m in norms]
+    for m, buffers in kept:
+        for name, buffer in zip(names, buffers):
+            setattr(m, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for m, buffers in kept:
+            for name, buffer in zip(names, buffers):
+                setattr(m, name, buffer)
+
+
+def _checkpointed(fn, stage_module, rows, *args):
+    """``fn(stage_module, rows, *args)`` saving only ``rows`` for backward (recomputed there)."""
+    contexts = lambda: (contextlib.nullcontext(), frozen_norm_statistics(stage_module))  # noqa: E731
+    return checkpoint(fn, stage_module, rows, *args, use_reentrant=False, context_fn=contexts)
+
+
+def lean_forward(stages: list[tuple[str, nn.Module]], x: torch.Tensor, groups: tuple[int, int],
+                 padded: tuple[int, int], recompute: bool = False) -> torch.Tensor:
+    """ISA's stages (fused attention, no relations) on ``x [B, C_in, H, W]`` → ``[B, C_out, H, W]``.
+
+    Args:
+        stages: ``(name, SelfAttention)`` in order, e.g. ``[("global", g), ("local", l)]``.
+        x: the input map, NCHW or ``channels_last``; the output has its memory format.
+        groups: ``(P_h, P_w)``.
+        padded: ``(Q_h·P_h, Q_w·P_w)``; keys at padded positions are masked out.
+        recompute: checkpoint each stage (training: saves only the stage inputs).
+    """
+    geometry = {"groups": groups, "batch": x.shape[0], "size": tuple(x.shape[-2:]), "padded": padded}
+    rows, grouped = _to_rows(x), False
+    use_checkpoint = recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    for index, (name, module) in enumerate(stages):
+        last = index == len(stages) - 1
+        next_stage = None if last else stages[index + 1][0]
+        arguments = (name, geometry, grouped, next_stage, last)
+        rows = _checkpointed(_stage, module, rows, *arguments) if use_checkpoint else _stage(module, rows, *arguments)
+        grouped = not last and padded == geometry["size"]
+    return _output_map(stages[-1][1].rho, rows, like=x)

@@ -1,0 +1,100 @@
+"""ISA's default path (``isa_lean.lean_forward``) computes what the explicit path computes (issue 17).
+
+The explicit path (``fused=False``) runs each stage through ``grouped_attention`` on maps; it is
+checked against Algorithm 1 and the explicit matrices in ``test_isa.py``. Here the lean path must
+give the same outputs, input and parameter gradients and batch-norm statistics, for every flavour,
+stage order, padded size and memory format, with and without recomputation in backward.
+"""
+
+import copy
+
+import pytest
+import torch
+
+from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
+from ocnet_edu.nn.flavour import FLAVOURS
+from ocnet_edu.profiling import peak_tensor_bytes
+
+SIZES = [(8, 8), (7, 9), (12, 20)]
+
+
+def make(flavour="paper", stages=("global", "local"), groups=(2, 4)):
+    torch.manual_seed(0)
+    module = InterlacedSparseSelfAttention(6, 3, 4, 5, groups=groups, stages=stages, flavour=flavour).double()
+    for m in module.modules():  # non-trivial statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return module
+
+
+def run(module, x, fused, recompute=True):
+    """Output, gradients (input, parameters) and the buffers after one pass."""
+    module = copy.deepcopy(module)
+    module.fused, module.recompute = fused, recompute
+    x = x.clone().requires_grad_(True)
+    y = module(x)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(
+        memory_format=torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+    grads = torch.autograd.grad((y * weights).sum(), [x, *module.parameters()])
+    return y, grads, [b.clone() for b in module.buffers()]
+
+
+def assert_same(a, b):
+    (y_a, g_a, buf_a), (y_b, g_b, buf_b) = a, b
+    torch.testing.assert_close(y_a, y_b)
+    for u, v in zip(g_a, g_b):
+        torch.testing.assert_close(u, v)
+    for u, v in zip(buf_a, buf_b):
+        torch.testing.assert_close(u, v, rtol=0, atol=0) if u.dtype == torch.long else torch.testing.assert_close(u, v)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("train", [False, True])
+def test_lean_equals_explicit(size, flavour, train):
+    module = make(flavour).train(train)
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    assert_same(run(module, x, fused=True), run(module, x, fused=False))
+
+
+@pytest.mark.parametrize("stages", [("local", "global"), ("global",), ("local",)])
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_lean_equals_explicit_for_every_stage_order(stages, size):
+    module = make(stages=stages).train()
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    assert_same(run(module, x, fused=True), run(module, x, fused=False))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_recomputation_changes_nothing_but_memory(size):
+    """Checkpointed stages: same gradients, and batch-norm statistics updated exactly once."""
+    module = make().train()
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    with_recompute, without = run(module, x, True, recompute=True), run(module, x, True, recompute=False)
+    assert_same(with_recompute, without)
+    counts = [b for b in with_recompute[2] if b.dtype == torch.long]
+    assert counts and all(int(c) == 1 for c in counts)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_channels_last_input(size):
+    module = make().train()
+    x = torch.randn(2, 6, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    lean, explicit = run(module, x, fused=True), run(module, x, fused=False)
+    assert lean[0].is_contiguous(memory_format=torch.channels_last)
+    assert_same(lean, explicit)
+
+
+def test_lean_inference_holds_less_than_fused_self_attention():
+    """No intermediate is kept alive: the peak of tensors alive at once is below SA's (one stage)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 64, 32, 32)
+    isa = InterlacedSparseSelfAttention(64, groups=(4, 4)).eval()
+    sa = SelfAttention(64).eval()
+    lean = peak_tensor_bytes(isa, x)
+    isa.fused = False
+    explicit = peak_tensor_bytes(isa, x)
+    assert lean < peak_tensor_bytes(sa, x) and lean < explicit
