@@ -15,7 +15,7 @@ BOOK_CHECKS ?= 01_introduction=math,img 02_context_sets=math,img 03_self_attenti
 	14_inside_a_trained_ocnet=math,img
 BOOK_SCREENSHOT ?= 04_interlaced_sparse_self_attention=docs/screenshots/04_interlaced_sparse_self_attention.png
 
-.PHONY: lint-workflows install test test-lib test-book book check-book chromium clean gpu-check
+.PHONY: lint-workflows install test test-lib test-book book check-book chromium clean gpu-check mutation
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,23 @@ chromium:
 ## (every part at tiny size on the CPU, report in runs/gpu-check-dry/report.md).
 gpu-check: install
 	$(PY) scripts/gpu_check.py $(if $(filter cpu,$(DEVICE)),--dry-run)
+
+## Mutation testing of the core modules (nn, heads, losses, metrics, data/transforms, engine): not part
+## of `make test` or CI. mutmut 3 rather than cosmic-ray: it records which tests call each function and
+## runs only those for a mutant of that function (cosmic-ray runs one fixed test command per mutant, so
+## a per-module selection would have to be kept by hand), its configuration is a few lines in
+## pyproject.toml, and its trampolines switch mutants without rewriting files between runs.
+## MODULES="losses nn.isa" runs a part (names relative to ocnet_edu); JOBS mutants at once. Report in
+## docs/mutation/report.md; mutants and their results in mutants/ (ignored by git).
+MUTMUT_VERSION := 3.8.1
+MODULES ?=
+JOBS ?= 2
+$(VENV)/.mutmut-$(MUTMUT_VERSION): $(VENV)/.installed
+	$(PY) -m pip install --quiet mutmut==$(MUTMUT_VERSION)
+	touch $@
+
+mutation: $(VENV)/.mutmut-$(MUTMUT_VERSION)
+	$(PY) scripts/mutation_report.py run --jobs $(JOBS) $(MODULES)
 
 clean:
 	rm -rf _build .pytest_cache book/_mathjax
