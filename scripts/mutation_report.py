@@ -50,8 +50,14 @@ def status_of(exit_code: int | None) -> str:
 
 
 def module_globs(modules: list[str]) -> list[str]:
-    """Mutant-name patterns of the modules ``nn.isa``, ``heads`` … (relative to ``ocnet_edu``)."""
-    return [f"ocnet_edu.{m.strip('.')}.*" for m in modules]
+    """Mutant-name patterns of modules (``nn.isa``, ``heads``) or functions in mutmut's spelling
+    (``engine.evaluate.x_sliding_window_logits``, ``nn.isa.xǁInterlacedSparseSelfAttentionǁforward``),
+    relative to ``ocnet_edu``."""
+    globs = []
+    for m in (m.strip(".") for m in modules):
+        last = m.rsplit(".", 1)[-1]
+        globs.append(f"ocnet_edu.{m}__mutmut_*" if last.startswith(("x_", "xǁ")) else f"ocnet_edu.{m}.*")
+    return globs
 
 
 def machine() -> str:
@@ -184,7 +190,7 @@ def run(modules: list[str], jobs: int) -> int:
     start = time.monotonic()
     code = subprocess.run(command, env=env, check=False).returncode
     wall = time.monotonic() - start
-    prefixes = tuple(g[:-1] for g in module_globs(modules)) or ("ocnet_edu.",)
+    prefixes = tuple(g.rstrip("*") for g in module_globs(modules)) or ("ocnet_edu.",)
     checked = sum(1 for m in read_results().values() for n, s in m.items() if n.startswith(prefixes) and s != "not checked")
     entry = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
