@@ -16,6 +16,7 @@ were judged equivalent (one line each with the reason) from ``docs/mutation/equi
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -50,13 +51,16 @@ def status_of(exit_code: int | None) -> str:
 
 
 def module_globs(modules: list[str]) -> list[str]:
-    """Mutant-name patterns of modules (``nn.isa``, ``heads``) or functions in mutmut's spelling
-    (``engine.evaluate.x_sliding_window_logits``, ``nn.isa.xǁInterlacedSparseSelfAttentionǁforward``),
+    """Mutant-name patterns of modules (``nn.isa``, ``heads``), functions or single mutants in mutmut's
+    spelling (``engine.evaluate.x_sliding_window_logits``, ``losses.x_poly_lr_factor__mutmut_3``),
     relative to ``ocnet_edu``."""
     globs = []
     for m in (m.strip(".") for m in modules):
         last = m.rsplit(".", 1)[-1]
-        globs.append(f"ocnet_edu.{m}__mutmut_*" if last.startswith(("x_", "xǁ")) else f"ocnet_edu.{m}.*")
+        if "__mutmut_" in last:  # one mutant
+            globs.append(f"ocnet_edu.{m}")
+        else:
+            globs.append(f"ocnet_edu.{m}__mutmut_*" if last.startswith(("x_", "xǁ")) else f"ocnet_edu.{m}.*")
     return globs
 
 
@@ -190,8 +194,8 @@ def run(modules: list[str], jobs: int) -> int:
     start = time.monotonic()
     code = subprocess.run(command, env=env, check=False).returncode
     wall = time.monotonic() - start
-    prefixes = tuple(g.rstrip("*") for g in module_globs(modules)) or ("ocnet_edu.",)
-    checked = sum(1 for m in read_results().values() for n, s in m.items() if n.startswith(prefixes) and s != "not checked")
+    checked = sum(1 for m in read_results().values() for n, s in m.items()
+                  if any(fnmatch.fnmatchcase(n, g) for g in module_globs(modules) or ["ocnet_edu.*"]) and s != "not checked")
     entry = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "command": "make mutation" + (f' MODULES="{" ".join(modules)}"' if modules else ""),

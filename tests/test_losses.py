@@ -104,3 +104,65 @@ def test_poly_factor_is_zero_after_the_last_iteration_and_refuses_no_iterations(
     for bad in (0, -3):
         with pytest.raises(ValueError, match="max_iters must be positive"):
             poly_lr_factor(0, bad)
+
+
+def test_defaults_at_full_scale_keep_exactly_the_100000_hardest_pixels():
+    """Defaults (thresh 0.7, min_kept 100 000) on 120 000 pixels: 100 000 hard (p ≈ 0.0001) and
+    20 000 easy ones (p ≈ 0.9999), tied within each group. OHEM keeps exactly the hard ones (one
+    more would take every easy pixel, a threshold above 1 every pixel); without ``ohem`` the loss
+    is the mean over all pixels."""
+    hard = 100_000
+    logits = torch.zeros(1, 2, 300, 400)
+    logits[0, 0].view(-1)[:hard] = -9.2  # p(class 0) = sigmoid(±9.2): 1e-4 (hard) or 1 - 1e-4 (easy)
+    logits[0, 0].view(-1)[hard:] = 9.2
+    target = torch.zeros(1, 300, 400, dtype=torch.long)
+    expected_kept = torch.zeros(1, 300, 400, dtype=torch.bool)
+    expected_kept.view(-1)[:hard] = True
+    assert torch.equal(ohem_kept_mask(logits, target), expected_kept)
+    per_pixel = -torch.log_softmax(logits.double(), dim=1)[:, 0]
+    close = dict(rtol=1e-5, atol=0)  # float32 means over 1e5 pixels
+    torch.testing.assert_close(ohem_cross_entropy(logits, target).double(), per_pixel[expected_kept].mean(), **close)
+    torch.testing.assert_close(segmentation_loss(logits, target, ohem=True).double(), per_pixel[expected_kept].mean(),
+                               **close)
+    torch.testing.assert_close(segmentation_loss(logits, target).double(), per_pixel.mean(), **close)
+
+
+def test_ohem_cross_entropy_passes_min_kept_and_ignore_index_on():
+    """thresh 0: ``min_kept`` alone decides; pixels labelled with the (non-default) ignore index look
+    hardest of all and must not take places among the kept ones."""
+    logits, _, target = example(11, ignore_index=7)
+    logits[:, 3][target == 7] = -20.0  # an ignored pixel read as class 3 would look very hard
+    probability = torch.softmax(logits.double(), dim=1).gather(1, target.clamp(max=3)[:, None])[:, 0]
+    probability[target == 7] = float("inf")
+    kept = torch.zeros(target.numel(), dtype=torch.bool)
+    kept[torch.argsort(probability.flatten())[:5]] = True
+    kept = kept.view(target.shape)
+    loss = ohem_cross_entropy(logits, target, thresh=0.0, min_kept=5, ignore_index=7)
+    torch.testing.assert_close(loss.double(), cross_entropy_by_hand(logits, target, 7, kept=kept))
+
+
+def test_ohem_with_a_negative_ignore_index():
+    logits, _, target = example(2, ignore_index=-1)
+    kept = ohem_kept_mask(logits, target, thresh=0.0, min_kept=6, ignore_index=-1)
+    probability = torch.softmax(logits.double(), dim=1).gather(1, target.clamp(min=0)[:, None])[:, 0]
+    probability[target == -1] = float("inf")
+    expected = torch.zeros(target.numel(), dtype=torch.bool)
+    expected[torch.argsort(probability.flatten())[:6]] = True
+    assert torch.equal(kept, expected.view(target.shape))
+
+
+def test_ohem_on_one_pixel_and_on_an_empty_batch():
+    logits = torch.tensor([[[[3.0]], [[0.0]]]])  # p(class 0) ≈ 0.95 > 0.7: easy, kept by min_kept = 1
+    target = torch.zeros(1, 1, 1, dtype=torch.long)
+    assert ohem_kept_mask(logits, target, min_kept=1).tolist() == [[[True]]]
+    assert ohem_kept_mask(logits, target, min_kept=0).tolist() == [[[False]]]
+    empty = ohem_kept_mask(torch.zeros(0, 3, 4, 4), torch.zeros(0, 4, 4, dtype=torch.long), min_kept=5)
+    assert empty.shape == (0, 4, 4)
+
+
+def test_zero_aux_weight_ignores_the_auxiliary_output_entirely():
+    """Weight 0 means the auxiliary output is not used, not 0 × its loss (0 × NaN is NaN)."""
+    logits, aux, target = example(4)
+    aux = torch.full_like(aux, float("nan"))
+    loss = segmentation_loss(logits, target, aux, aux_weight=0.0)
+    torch.testing.assert_close(loss.double(), cross_entropy_by_hand(logits, target, 255))
