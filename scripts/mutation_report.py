@@ -118,6 +118,16 @@ def table(rows: list[tuple[str, Counter]]) -> list[str]:
     return lines
 
 
+def short(text: str, names: int = 3) -> str:
+    """``text`` with a list of more than ``names`` module or mutant names cut to the first ones."""
+    head, quote, rest = text.partition('"')
+    listed = (rest.rstrip('"') if quote else text).split()
+    if len(listed) <= names:
+        return text
+    cut = " ".join(listed[:names]) + f" … (+{len(listed) - names} more)"
+    return f'{head}"{cut}"' if quote else cut
+
+
 def write_report() -> str:
     """Rewrite ``docs/mutation/report.md`` from the results in ``mutants/``; return its text."""
     results, equivalent = read_results(), read_equivalent()
@@ -151,6 +161,9 @@ def write_report() -> str:
         "`docs/mutation/equivalent.tsv` says why no test can tell it from the original.",
         "**killed** = (killed + timeout) / (all − equivalent − not checked).",
         "",
+        f"Checked so far: {sum(total.values()) - total['not checked']} of {sum(total.values())} mutants"
+        " (not checked: never run yet; the scores are over the checked ones).",
+        "",
         "## By area",
         "",
         *table(sorted(by_area.items()) + [("all", total)]),
@@ -162,12 +175,13 @@ def write_report() -> str:
         "## Runs",
         "",
         "Each run re-runs every mutant of the modules it names; the tables above hold the latest result of",
-        "each mutant. Wall times are of a shared machine (other jobs ran beside these).",
+        "each mutant. Wall times are of a shared machine (other jobs ran beside these) and include, on a",
+        "fresh `mutants/`, generating the mutants and recording which test calls what (about 6 min here).",
         "",
-        "| date (UTC) | command | modules | mutants run | wall time | machine |",
+        "| ended (UTC) | command | modules | mutants run | wall time | machine |",
         "| --- | --- | --- | --- | --- | --- |",
-        *(f"| {r['date']} | `{r['command']}` | {r['modules']} | {r['mutants']} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
-          for r in runs),
+        *(f"| {r['date']} | `{short(r['command'])}` | {short(r['modules'])} | {r['mutants']} | {r['wall_s'] / 60:.1f} min |"
+          f" {r['machine']} |" for r in runs),
         "",
         f"## Surviving mutants not explained ({len(survivors)})",
         "",
