@@ -220,11 +220,12 @@ def test_sliding_window_pads_a_small_image_at_the_bottom_and_right_only():
     assert all(shape == (16, 16) for _, _, shape in model.tiles)
 
 
-def test_sliding_window_with_one_pixel_tiles():
-    """Crop height 1 is allowed; its stride is one row (``int(1 · rate)`` = 0 is raised to 1)."""
+@pytest.mark.parametrize("crop", [(1, 3), (3, 1)])
+def test_sliding_window_with_one_pixel_tiles(crop):
+    """A crop side of 1 is allowed; its stride is one pixel (``int(1 · rate)`` = 0 is raised to 1)."""
     image = torch.randn(1, 3, 5, 7, dtype=torch.float64)
-    out = sliding_window_logits(PassThrough(), image, 3, crop_size=(1, 3), stride_rate=0.5)
-    assert torch.isfinite(out).all()  # a stride of 2 rows would leave rows uncovered: NaN
+    out = sliding_window_logits(PassThrough(), image, 3, crop_size=crop, stride_rate=0.5)
+    assert torch.isfinite(out).all()  # a stride of 2 would leave rows or columns uncovered: NaN
     torch.testing.assert_close(out, image, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="positive crop size"):
         sliding_window_logits(PassThrough(), image, 3, crop_size=(0, 3))
