@@ -86,6 +86,7 @@ def test_shared_configurations_train_once(tmp_path, capsys):
     assert json.loads(by["rf", "none rf 51"]["settings"])["backbone_options"]["head_kernel"] == 3
 
 
+@pytest.mark.slow
 def test_parallel_jobs_write_every_row(tmp_path):
     """``--jobs 2`` (spawned worker processes, run as a script) gives the rows of one job."""
     import subprocess

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
@@ -17,6 +19,7 @@ def gpu_check(*args, env=None, timeout=300):
                           timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_loudly_without_a_cuda_device(tmp_path):
     done = gpu_check("--report", str(tmp_path / "report.md"), "--work", str(tmp_path / "work"),
                      env={"CUDA_VISIBLE_DEVICES": ""})  # hides a GPU, if this machine has one
@@ -25,6 +28,7 @@ def test_gpu_check_refuses_loudly_without_a_cuda_device(tmp_path):
     assert not (tmp_path / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_trains_resumes_evaluates_and_reports(tmp_path):
     report = tmp_path / "report.md"
     done = gpu_check("--dry-run", "--parts", "train", "resume", "evaluate", "--work", str(tmp_path / "work"),

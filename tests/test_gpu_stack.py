@@ -164,6 +164,7 @@ def run_two_ranks(task: str, tmp_path: Path, timeout: float = 240.0) -> list[dic
     return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
     """Before: rank 1 raised alone, and rank 0 waited in the next all-reduce until the timeout."""
     results = run_two_ranks("nan", tmp_path)
@@ -173,6 +174,7 @@ def test_a_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no state with NaN weights was saved
 
 
+@pytest.mark.slow
 def test_ranks_start_from_the_same_weights_but_draw_different_dropout(tmp_path):
     results = run_two_ranks("dropout", tmp_path)
     assert all("gathered" in r for r in results), results

@@ -14,7 +14,8 @@ import torch
 
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+              pytest.mark.compile]
 
 SIZES = [(8, 8), (7, 9)]  # divisible by the groups (2, 2), and not
 

@@ -246,6 +246,7 @@ def _reduce_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_reduce_across_two_gloo_ranks(tmp_path: Path) -> None:
     mp.spawn(_reduce_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     cm, bf = ConfusionMatrix(4), BoundaryFScore(4, (2,))

@@ -158,6 +158,7 @@ def test_autocast_bfloat16_on_cpu() -> None:
     assert F.cosine_similarity(low.float().flatten(), reference.flatten(), dim=0) > 0.99
 
 
+@pytest.mark.compile
 def test_compiles_as_one_graph() -> None:
     """No data-dependent Python control flow: dynamo captures the training-mode forward (the
     superset of the eval path) without a graph break. Only dynamo runs (``backend="eager"``), to

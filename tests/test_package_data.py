@@ -31,6 +31,7 @@ def test_the_data_is_inside_the_package():
     assert (ROOT / "configs" / "digits.yaml").read_text() == (PACKAGE / "zoo" / "digits.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_wheel_contains_the_package_data(tmp_path):
     pytest.importorskip("setuptools")
     source = tmp_path / "source"  # a copy, so that the build leaves the checkout clean

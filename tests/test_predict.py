@@ -73,6 +73,7 @@ def test_generated_scenes_are_numbered_and_duplicate_stems_refused():
         output_names(clash)
 
 
+@pytest.mark.slow
 def test_predict_cli(tmp_path):
     train(load_config(ROOT / "configs" / "synthetic.yaml", [f"runtime.out_dir={tmp_path}", "schedule.max_iters=4"]),
           progress=False)

@@ -55,3 +55,32 @@ def test_region_contexts_differ_from_whole_map_context(one_thread):
     regional = torch.cat([torch.cat([head.ocps[0](reduced[..., r:r + 6, c:c + 6]) for c in (0, 6)], dim=-1)
                           for r in (0, 6)], dim=-2)
     assert (whole - regional).abs().max() > 1e-3
+
+
+def test_every_branch_gets_the_ocp_options_and_isa_is_the_default():
+    """Each branch's OCP is built with the head's options: ISA by default, its groups and stages,
+    the key channels (θ's output) and value channels (δ's output)."""
+    from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
+
+    head = PyramidOC(8, channels=8, key_channels=2, value_channels=6, groups=(2, 3), stages=("local",))
+    assert len(head.ocps) == len(head.pyramid) == 4
+    for ocp in head.ocps:
+        assert isinstance(ocp, InterlacedSparseSelfAttention)
+        assert ocp.groups == (2, 3) and ocp.stages == ("local",)
+        attention = ocp.local_stage
+        assert attention.delta.out_channels == 6 and attention.rho.in_channels == 6
+        assert [m.out_channels for m in attention.theta.modules() if isinstance(m, torch.nn.Conv2d)] == [2, 2]
+    # Fig. 5 (c): a 3×3 reduction, then 1×1 convolutions for the expansion u and the fusion (Eq. 29)
+    assert head.reduce[0].kernel_size == (3, 3)
+    assert head.expand[0].kernel_size == head.fuse[0].kernel_size == (1, 1)
+
+
+@pytest.mark.parametrize("pyramid", [(), (0, 2), (1, -1)])
+def test_pyramid_levels_must_be_positive(pyramid):
+    with pytest.raises(ValueError, match="pyramid must be a non-empty sequence of positive ints"):
+        PyramidOC(8, channels=8, pyramid=pyramid)
+
+
+def test_region_count_must_be_positive():
+    with pytest.raises(ValueError, match="regions per axis must be positive, got 0"):
+        region_sizes(5, 0)

@@ -160,6 +160,7 @@ KILLED_WHILE_SAVING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_while_writing_a_checkpoint_then_resumed_exactly(finished_run, tmp_path):
     run = tmp_path / "killed"
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(SYNTHETIC), *SHORT, f"runtime.out_dir={run}"],
@@ -202,6 +203,7 @@ def test_existing_run_is_not_overwritten_without_a_flag(finished_run, tmp_path):
     assert ckpt.load(run / "final.pt")["iteration"] == 3 and (run / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_existing_run_and_accepts_overwrite(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
     command = [sys.executable, "-m", "ocnet_edu", "train", "--no-progress", "--config", str(SYNTHETIC), *SHORT,

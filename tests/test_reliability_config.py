@@ -110,6 +110,7 @@ def test_epoch_batches_never_returns_an_empty_list():
             epoch_batches(16, batch_size, 1, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_negative_batch_size_fails_in_a_second_instead_of_hanging():
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "ocnet_edu", "train", "--no-progress", "--config", str(SYNTHETIC),

@@ -33,6 +33,7 @@ ONE_RANK_SLEEPS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("operation", "port"), [("barrier", 29541), ("all_reduce", 29542)])
 def test_a_frozen_rank_stops_the_others_within_the_timeout(tmp_path, operation, port):
     script = tmp_path / "frozen.py"

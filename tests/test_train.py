@@ -65,6 +65,7 @@ def test_epoch_batches_split_global_batches_across_ranks():
         epoch_batches(3, 4, 1, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     """Two gloo processes with half the batch each vs one process with the whole batch.
 
@@ -99,6 +100,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert abs(ddp_losses[0] - single_losses[0]) < 0.05 * single_losses[0]
 
 
+@pytest.mark.slow
 def test_evaluate_cli(tmp_path):
     train(config(tmp_path, "schedule.max_iters=30"), progress=False)
     out = tmp_path / "scores.json"
@@ -112,6 +114,7 @@ def test_evaluate_cli(tmp_path):
     assert scores["scales"] == [0.75, 1.0] and scores["flip"] is True
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_config_keys(tmp_path):
     command = [sys.executable, "-m", "ocnet_edu", "train", "--config", str(SYNTHETIC), "optim.learning_rate=0.1"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -164,3 +164,68 @@ def test_sliding_window_covers_every_pixel_with_overlap_counts():
         out = sliding_window_logits(Ones(), torch.zeros(1, 2, height, width), 2, crop_size=(30, 30))
         assert torch.equal(out, torch.ones(1, 2, height, width))
         assert not math.isnan(float(out.sum()))
+
+
+class RecordTiles(nn.Module):
+    """A pass-through model that records where each tile it is given lies: channel 0 of the image
+    holds the row index, channel 1 the column index, so a tile's first pixel names its corner."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tiles: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, h, w]`` unchanged; records ``(top, left, shape)``."""
+        self.tiles.append((int(x[0, 0, 0, 0]), int(x[0, 1, 0, 0]), tuple(x.shape[-2:])))
+        return x.clone()
+
+
+def coordinate_image(height: int, width: int) -> torch.Tensor:
+    """``[1, 3, H, W]``: row index, column index, ones."""
+    rows = torch.arange(height, dtype=torch.float64)[:, None].expand(height, width)
+    cols = torch.arange(width, dtype=torch.float64)[None, :].expand(height, width)
+    return torch.stack([rows, cols, torch.ones(height, width, dtype=torch.float64)])[None]
+
+
+def fewest_tiles(length: int, crop: int, stride: int) -> list[int]:
+    """Tile starts 0, stride, 2·stride, … until one reaches the end, the last one moved back to end
+    exactly at ``length``: the fewest tiles at that stride that cover the axis."""
+    starts = [0]
+    while starts[-1] + crop < length:
+        starts.append(min(starts[-1] + stride, length - crop))
+    return starts
+
+
+@pytest.mark.parametrize("size, crop, stride_rate", [((50, 77), (32, 32), 2 / 3), ((64, 64), (32, 32), 0.5),
+                                                     ((33, 130), (24, 40), 1.0), ((32, 40), (32, 40), 2 / 3)])
+def test_sliding_window_tiles_lie_inside_the_image_on_the_stride_grid_once_each(size, crop, stride_rate):
+    """An image at least as large as the crop is never padded: every tile is a crop-sized window of
+    the image, at the starts of :func:`fewest_tiles` along each axis, each window exactly once."""
+    model = RecordTiles()
+    image = coordinate_image(*size)
+    out = sliding_window_logits(model, image, 3, crop_size=crop, stride_rate=stride_rate)
+    torch.testing.assert_close(out, image, rtol=0, atol=1e-12)
+    strides = [max(1, int(c * stride_rate)) for c in crop]
+    expected = [(top, left, crop) for top in fewest_tiles(size[0], crop[0], strides[0])
+                for left in fewest_tiles(size[1], crop[1], strides[1])]
+    assert model.tiles == expected
+
+
+def test_sliding_window_pads_a_small_image_at_the_bottom_and_right_only():
+    model = RecordTiles()
+    image = coordinate_image(10, 50)
+    out = sliding_window_logits(model, image, 3, crop_size=(16, 16), stride_rate=1.0)
+    torch.testing.assert_close(out, image, rtol=0, atol=1e-12)
+    assert [(top, left) for top, left, _ in model.tiles] == [(0, 0), (0, 16), (0, 32), (0, 34)]
+    assert all(shape == (16, 16) for _, _, shape in model.tiles)
+
+
+@pytest.mark.parametrize("crop", [(1, 3), (3, 1)])
+def test_sliding_window_with_one_pixel_tiles(crop):
+    """A crop side of 1 is allowed; its stride is one pixel (``int(1 · rate)`` = 0 is raised to 1)."""
+    image = torch.randn(1, 3, 5, 7, dtype=torch.float64)
+    out = sliding_window_logits(PassThrough(), image, 3, crop_size=crop, stride_rate=0.5)
+    assert torch.isfinite(out).all()  # a stride of 2 would leave rows or columns uncovered: NaN
+    torch.testing.assert_close(out, image, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="positive crop size"):
+        sliding_window_logits(PassThrough(), image, 3, crop_size=(0, 3))

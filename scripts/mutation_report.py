@@ -1,0 +1,245 @@
+"""Mutation testing of the core modules with mutmut 3, and the report of its results.
+
+Run from the repository root (``make mutation`` installs mutmut and calls this)::
+
+    python scripts/mutation_report.py run                  # every module in [tool.mutmut] only_mutate
+    python scripts/mutation_report.py run losses nn.isa    # a part: ocnet_edu.losses, ocnet_edu.nn.isa
+    python scripts/mutation_report.py report               # rewrite docs/mutation/report.md only
+
+``run`` calls ``mutmut run`` (mutants and their results stay in ``mutants/``, which is not
+committed), times it, appends the run (command, modules, wall time, machine) to
+``docs/mutation/runs.jsonl`` and rewrites the report. ``report`` reads the results of the last
+run of every mutant from ``mutants/**/*.meta``, the runs from ``runs.jsonl`` and the mutants that
+were judged equivalent (one line each with the reason) from ``docs/mutation/equivalent.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path.cwd()
+DOCS = ROOT / "docs" / "mutation"
+RUNS = DOCS / "runs.jsonl"
+EQUIVALENT = DOCS / "equivalent.tsv"
+REPORT = DOCS / "report.md"
+MUTANTS = ROOT / "mutants"
+
+#: mutmut's exit codes of a mutant's test run, by the status it gives them (mutmut/stats.py)
+STATUS_BY_EXIT_CODE = {
+    1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+    35: "suspicious", 36: "timeout", 37: "caught by type check", -24: "timeout", 24: "timeout",
+    152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault", 2: "not checked", None: "not checked",
+}
+COLUMNS = ["killed", "timeout", "survived", "equivalent", "no tests", "suspicious", "segfault", "not checked"]
+
+
+def status_of(exit_code: int | None) -> str:
+    """mutmut's name for the result of a mutant (an interrupted run is 'not checked'; anything else
+    outside :data:`COLUMNS` is 'suspicious', as mutmut calls unknown exit codes)."""
+    status = STATUS_BY_EXIT_CODE.get(exit_code, "suspicious")
+    return status if status in COLUMNS else "suspicious"
+
+
+def module_globs(modules: list[str]) -> list[str]:
+    """Mutant-name patterns of modules (``nn.isa``, ``heads``), functions or single mutants in mutmut's
+    spelling (``engine.evaluate.x_sliding_window_logits``, ``losses.x_poly_lr_factor__mutmut_3``),
+    relative to ``ocnet_edu``."""
+    globs = []
+    for m in (m.strip(".") for m in modules):
+        last = m.rsplit(".", 1)[-1]
+        if "__mutmut_" in last:  # one mutant
+            globs.append(f"ocnet_edu.{m}")
+        else:
+            globs.append(f"ocnet_edu.{m}__mutmut_*" if last.startswith(("x_", "xǁ")) else f"ocnet_edu.{m}.*")
+    return globs
+
+
+def machine() -> str:
+    """CPU model, cores and load average: the numbers a wall time needs beside it."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, load average {load} at the end"
+
+
+def read_results() -> dict[str, dict[str, str]]:
+    """``{source file: {mutant name: status}}`` from mutmut's ``mutants/**/*.py.meta``."""
+    results: dict[str, dict[str, str]] = {}
+    for meta in sorted(MUTANTS.glob("ocnet_edu/**/*.py.meta")):
+        data = json.loads(meta.read_text())
+        source = meta.relative_to(MUTANTS).as_posix().removesuffix(".meta")
+        results[source] = {name: status_of(code) for name, code in sorted(data["exit_code_by_key"].items())}
+    return results
+
+
+def read_equivalent() -> dict[str, str]:
+    """``{mutant name: why it is equivalent}`` from ``equivalent.tsv`` (``#`` lines are comments)."""
+    if not EQUIVALENT.exists():
+        return {}
+    reasons = {}
+    for line in EQUIVALENT.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, reason = line.split("\t", 1)
+            reasons[name.strip()] = reason.strip()
+    return reasons
+
+
+def area(source: str) -> str:
+    """The core area a file belongs to: ``nn``, ``heads``, ``engine``, or the module's own name."""
+    parts = source.removesuffix(".py").split("/")[1:]
+    return parts[0] if len(parts) > 1 and parts[0] in ("nn", "heads", "engine") else ".".join(parts)
+
+
+def score(counts: Counter) -> str:
+    """Killed (timeouts count as killed) over the non-equivalent mutants that were run or had no test."""
+    judged = sum(counts[c] for c in COLUMNS if c not in ("equivalent", "not checked"))
+    return "—" if judged == 0 else f"{100 * (counts['killed'] + counts['timeout']) / judged:.1f}%"
+
+
+def table(rows: list[tuple[str, Counter]]) -> list[str]:
+    """A markdown table: one row per name, the status counts, the score."""
+    lines = ["| module | " + " | ".join(COLUMNS) + " | total | killed |", "|" + " --- |" * (len(COLUMNS) + 3)]
+    for name, counts in rows:
+        total = sum(counts[c] for c in COLUMNS)
+        lines.append(f"| `{name}` | " + " | ".join(str(counts[c]) for c in COLUMNS) + f" | {total} | {score(counts)} |")
+    return lines
+
+
+def short(text: str, names: int = 3) -> str:
+    """``text`` with a list of more than ``names`` module or mutant names cut to the first ones."""
+    head, quote, rest = text.partition('"')
+    listed = (rest.rstrip('"') if quote else text).split()
+    if len(listed) <= names:
+        return text
+    cut = " ".join(listed[:names]) + f" … (+{len(listed) - names} more)"
+    return f'{head}"{cut}"' if quote else cut
+
+
+def write_report() -> str:
+    """Rewrite ``docs/mutation/report.md`` from the results in ``mutants/``; return its text."""
+    results, equivalent = read_results(), read_equivalent()
+    by_file: dict[str, Counter] = {}
+    by_area: dict[str, Counter] = defaultdict(Counter)
+    survivors, explained = [], []
+    for source, mutants in results.items():
+        counts = Counter()
+        for name, status in mutants.items():
+            if status == "survived" and name in equivalent:
+                status = "equivalent"
+                explained.append((name, equivalent[name]))
+            elif status in ("survived", "suspicious", "no tests"):
+                survivors.append((name, status))
+            counts[status] += 1
+        by_file[source] = counts
+        by_area[area(source)] += counts
+    total = sum(by_area.values(), Counter())
+    runs = [json.loads(line) for line in RUNS.read_text().splitlines()] if RUNS.exists() else []
+    stale = sorted(set(equivalent) - {name for name, _ in explained})
+    out = [
+        "# Mutation testing of the core modules",
+        "",
+        "Generated by `scripts/mutation_report.py` from mutmut's results (`mutants/`, not committed) — do",
+        "not edit by hand. Run `make mutation` (everything) or `make mutation MODULES=\"losses nn.isa\"` (a part;",
+        "names relative to `ocnet_edu`). mutmut runs, for each mutant, only the tests that called the mutated",
+        "function when it recorded which test calls what; the selection of tests is in `pyproject.toml`",
+        "(`[tool.mutmut]`). A mutant is *killed* when a test fails, *timeout* when the tests ran far longer",
+        "than unmutated (counted as killed), *survived* when every test passed, *no tests* when no test calls",
+        "its function (a gap, counted against the score), *equivalent* when it survived and",
+        "`docs/mutation/equivalent.tsv` says why no test can tell it from the original.",
+        "**killed** = (killed + timeout) / (all − equivalent − not checked).",
+        "",
+        f"Checked so far: {sum(total.values()) - total['not checked']} of {sum(total.values())} mutants"
+        " (not checked: never run yet; the scores are over the checked ones).",
+        "",
+        "## By area",
+        "",
+        *table(sorted(by_area.items()) + [("all", total)]),
+        "",
+        "## By file",
+        "",
+        *table(sorted(by_file.items())),
+        "",
+        "## Runs",
+        "",
+        "Each run re-runs every mutant of the modules it names; the tables above hold the latest result of",
+        "each mutant. Wall times are of a shared machine (other jobs ran beside these) and include, on a",
+        "fresh `mutants/`, generating the mutants and recording which test calls what (about 6 min here).",
+        "",
+        "| ended (UTC) | command | modules | mutants run | wall time | machine |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {r['date']} | `{short(r['command'])}` | {short(r['modules'])} | {r['mutants']} | {r['wall_s'] / 60:.1f} min |"
+          f" {r['machine']} |" for r in runs),
+        "",
+        f"## Surviving mutants not explained ({len(survivors)})",
+        "",
+        *([f"- `{name}` ({status})" for name, status in survivors] or ["None."]),
+        "",
+        f"## Equivalent mutants ({len(explained)})",
+        "",
+        "`mutmut show NAME` prints the change.",
+        "",
+        *([f"- `{name}`: {why}" for name, why in sorted(explained)] or ["None."]),
+        "",
+    ]
+    if stale:
+        out += ["## Listed as equivalent but not surviving now", "", *(f"- `{name}`" for name in stale), ""]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(out))
+    return "\n".join(out)
+
+
+def run(modules: list[str], jobs: int) -> int:
+    """``mutmut run`` over ``modules`` (all when empty), timed and logged; then the report."""
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *module_globs(modules)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.monotonic()
+    code = subprocess.run(command, env=env, check=False).returncode
+    wall = time.monotonic() - start
+    checked = sum(1 for m in read_results().values() for n, s in m.items()
+                  if any(fnmatch.fnmatchcase(n, g) for g in module_globs(modules) or ["ocnet_edu.*"]) and s != "not checked")
+    entry = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "command": "make mutation" + (f' MODULES="{" ".join(modules)}"' if modules else ""),
+        "modules": " ".join(modules) or "all",
+        "mutants": checked,
+        "wall_s": round(wall, 1),
+        "machine": machine(),
+        "exit_code": code,
+    }
+    DOCS.mkdir(parents=True, exist_ok=True)
+    with RUNS.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    write_report()
+    print(f"mutmut exited {code} after {wall / 60:.1f} min; report in {REPORT.relative_to(ROOT)}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run mutmut over some modules (default: all), then write the report")
+    run_parser.add_argument("modules", nargs="*", help="modules relative to ocnet_edu, e.g. losses nn.isa heads")
+    run_parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    sub.add_parser("report", help="rewrite docs/mutation/report.md from mutants/")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.modules, args.jobs)
+    print(write_report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
