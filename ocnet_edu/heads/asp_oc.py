@@ -13,7 +13,7 @@ Five parallel branches of 256 channels (every convolution ``conv → BN → ReLU
     concat [B, 1280, H, W] --1×1 conv--> [B, 256, H, W]
 
 openseg's ASP-OC (openseg-group/openseg.pytorch ``lib/models/modules/asp_oc_block.py``, the
-module its published ``asp_ocnet`` uses after a 3×3 conv 2048 → 512) differs in options of
+module its ``asp_ocnet`` model uses after a 3×3 conv 2048 → 512) differs in options of
 this class: the OCP is its dense block in flavour ``openseg_oc`` run on a 2× max-pooled map
 (``ocp_downsample=2``), followed by BN + activation (``context_norm``); the reduction conv has a
 bias; every activation is leaky ReLU 0.01; the fuse outputs 512 channels (``out_channels``).
@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
 from torch import nn
 
 from ocnet_edu.nn.flavour import Flavour

@@ -63,7 +63,7 @@ class AtrousBranches(nn.Module):
         channels: channels of every branch.
         dilations: dilation rates of the 3×3 branches (12, 24, 36 for output stride 8).
         slope: negative slope of every branch's activation (0: ReLU; 0.01 in openseg's
-            published ASP-OC, InPlace-ABN's leaky ReLU).
+            ASP-OC, InPlace-ABN's leaky ReLU).
 
     Attributes:
         pointwise (the 1×1 conv), dilated (``ModuleList`` of the 3×3 convs), out_channels (of
