@@ -106,6 +106,27 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def images_from_list(listing: Path, image_dir: Path, missing: str) -> list[Path]:
+    """The ``image_dir / <id>.jpg`` of every non-blank line of the split list ``listing``, in order.
+
+    Raises:
+        FileNotFoundError: with the message ``missing`` when ``listing`` does not exist.
+        DatasetError: naming ``listing`` when it is empty or lists an image that does not exist.
+    """
+    if not listing.is_file():
+        raise FileNotFoundError(missing)
+    ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"{listing}: the split list is empty")
+    images = []
+    for image_id in ids:
+        image = image_dir / f"{image_id}.jpg"
+        if not image.is_file():
+            raise DatasetError(f"{listing} lists {image_id!r} but {image} does not exist")
+        images.append(image)
+    return images
+
+
 # --------------------------------------------------------------------------------------------
 # base class
 # --------------------------------------------------------------------------------------------
@@ -391,18 +412,7 @@ class PascalContextDataset(SegmentationFolder):
     def _list_images(self, split: str, image_dir: Path) -> list[Path]:
         """The images named by ``ImageSets/SegmentationContext/{split}.txt``, in its order."""
         listing = image_dir.parent / "ImageSets" / "SegmentationContext" / f"{split}.txt"
-        if not listing.is_file():
-            raise FileNotFoundError(f"PASCAL-Context split list not found: {listing}")
-        ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-        if not ids:
-            raise DatasetError(f"{listing}: the split list is empty")
-        images = []
-        for image_id in ids:
-            image = image_dir / f"{image_id}.jpg"
-            if not image.is_file():
-                raise DatasetError(f"{listing} lists {image_id!r} but {image} does not exist")
-            images.append(image)
-        return images
+        return images_from_list(listing, image_dir, f"PASCAL-Context split list not found: {listing}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,18 +526,8 @@ class COCOStuff10kDataset(SegmentationFolder):
     def _list_images(self, split: str, image_dir: Path) -> list[Path]:
         """The images named by ``imageLists/{split}.txt``, in its order."""
         listing = self.root / "imageLists" / f"{split}.txt"
-        if not listing.is_file():
-            raise FileNotFoundError(f"COCO-Stuff 10k split list not found: {listing} (splits: train, test)")
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-        if not names:
-            raise DatasetError(f"{listing}: the split list is empty")
-        images = []
-        for name in names:
-            image = image_dir / f"{name}.jpg"
-            if not image.is_file():
-                raise DatasetError(f"{listing} lists {name!r} but {image} does not exist")
-            images.append(image)
-        return images
+        return images_from_list(listing, image_dir,
+                                f"COCO-Stuff 10k split list not found: {listing} (splits: train, test)")
 
     def read_label(self, path: Path) -> np.ndarray:
         """The raw class ids of ``S`` in the ``.mat`` file at ``path``."""
