@@ -8,6 +8,7 @@ from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.nn.isa import GROUP_PATTERNS, ISAOutput
 from ocnet_edu.nn.reference import algorithm1_isa
 from ocnet_edu.nn.relation import affine_form, dense_relation
+from helpers import randomize_batch_norm
 
 CASES = [  # (H, W, (P_h, P_w)) — square, non-square, P_h != P_w, P != Q
     (8, 8, (2, 2)),
@@ -20,14 +21,7 @@ CASES = [  # (H, W, (P_h, P_w)) — square, non-square, P_h != P_w, P != Q
 def make(groups, stages=("global", "local"), channels=6, seed=0):
     torch.manual_seed(seed)
     module = InterlacedSparseSelfAttention(channels, 3, 4, 5, groups=groups, stages=stages).double()
-    # non-trivial BN statistics and affine parameters, so that eval mode is not the identity
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return module
+    return randomize_batch_norm(module)
 
 
 def test_grouping_patterns_follow_the_paper_index_convention():

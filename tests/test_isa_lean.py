@@ -14,6 +14,7 @@ import torch
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.nn.flavour import FLAVOURS
 from ocnet_edu.profiling import peak_tensor_bytes
+from helpers import randomize_batch_norm
 
 SIZES = [(8, 8), (7, 9), (12, 20)]
 
@@ -21,13 +22,7 @@ SIZES = [(8, 8), (7, 9), (12, 20)]
 def make(flavour="paper", stages=("global", "local"), groups=(2, 4)):
     torch.manual_seed(0)
     module = InterlacedSparseSelfAttention(6, 3, 4, 5, groups=groups, stages=stages, flavour=flavour).double()
-    for m in module.modules():  # non-trivial statistics and affine parameters
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return module
+    return randomize_batch_norm(module)
 
 
 def run(module, x, fused, recompute=True):
