@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report chapters whose cell differs")
     args = parser.parse_args(argv)
-    cell, notes, stale = setup_cell(), scale_notes(), []
-    for path in chapters():
+    cell, notes, pages, stale = setup_cell(), scale_notes(), chapters(), []
+    for path in pages:
         text = path.read_text()
         page = path.relative_to(ROOT).with_suffix("").as_posix()
         if page not in notes:
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and stale:
         print("set-up cell missing or stale in: " + ", ".join(stale) + " (run scripts/sync_setup_cell.py)")
         return 1
-    print(("checked " if args.check else "wrote ") + f"the set-up cell of {len(chapters())} chapters")
+    print(("checked " if args.check else "wrote ") + f"the set-up cell of {len(pages)} chapters")
     return 0
 
 

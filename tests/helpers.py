@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import torch
 
 
@@ -14,3 +16,8 @@ def randomize_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
     return module
+
+
+def git(*args: str, cwd) -> str:
+    """Run ``git *args`` in ``cwd`` (failing the test on an error); its stripped standard output."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()

@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import git
 import yaml
 
 import ocnet_edu
@@ -76,10 +77,6 @@ def _cell_code() -> str:
     return body.split("\n\n", 1)[1]
 
 
-def _git(*args, cwd):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-
-
 def test_the_setup_cell_clones_installs_when_missing_and_only_checks_when_present(tmp_path):
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
@@ -104,9 +101,9 @@ def test_the_setup_cell_clones_installs_when_missing_and_only_checks_when_presen
     (origin / "configs").mkdir()
     (origin / "book" / "x.md").write_text("page\n")
     (origin / "configs" / "x.yaml").write_text("a: 1\n")
-    _git("init", "--quiet", str(origin), cwd=tmp_path)
-    _git("add", "-A", cwd=origin)
-    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "repo", cwd=origin)
+    git("init", "--quiet", str(origin), cwd=tmp_path)
+    git("add", "-A", cwd=origin)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "repo", cwd=origin)
     clone = tmp_path / "clone"
     env = {"OCNET_EDU_SOURCE": str(wheel), "OCNET_EDU_REPOSITORY": str(origin), "OCNET_EDU_CLONE": str(clone),
            "PIP_NO_DEPS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import git
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -61,27 +62,23 @@ def test_actionlint_finds_nothing():
     assert "2 workflow file(s), 0 finding(s)" in result.stdout
 
 
-def _git(*args, cwd):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def test_publish_notebooks_pushes_exactly_the_notebooks_to_their_branch(tmp_path):
     remote, clone, built = tmp_path / "remote.git", tmp_path / "clone", tmp_path / "notebooks"
-    _git("init", "--quiet", "--bare", str(remote), cwd=tmp_path)
-    _git("init", "--quiet", str(clone), cwd=tmp_path)
+    git("init", "--quiet", "--bare", str(remote), cwd=tmp_path)
+    git("init", "--quiet", str(clone), cwd=tmp_path)
     (clone / "README.md").write_text("source\n")
-    _git("add", "README.md", cwd=clone)
-    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "source", cwd=clone)
-    _git("remote", "add", "origin", str(remote), cwd=clone)
+    git("add", "README.md", cwd=clone)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "source", cwd=clone)
+    git("remote", "add", "origin", str(remote), cwd=clone)
     built.mkdir()
     for name in ("01_a", "02_b"):
         (built / f"{name}.ipynb").write_text('{"cells": []}\n')
     (built / "stray.txt").write_text("not a notebook\n")
     subprocess.run(["bash", str(ROOT / "scripts" / "publish_notebooks.sh"), str(built)], cwd=clone, check=True,
                    capture_output=True, text=True)
-    assert _git("ls-tree", "--name-only", "notebooks", cwd=remote).split() == ["01_a.ipynb", "02_b.ipynb"]
-    assert _git("show", "notebooks:02_b.ipynb", cwd=remote) == '{"cells": []}'
-    assert _git("status", "--porcelain", cwd=clone) == ""  # the checkout's index is untouched
+    assert git("ls-tree", "--name-only", "notebooks", cwd=remote).split() == ["01_a.ipynb", "02_b.ipynb"]
+    assert git("show", "notebooks:02_b.ipynb", cwd=remote) == '{"cells": []}'
+    assert git("status", "--porcelain", cwd=clone) == ""  # the checkout's index is untouched
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = subprocess.run(["bash", str(ROOT / "scripts" / "publish_notebooks.sh"), str(empty)], cwd=clone,
