@@ -12,6 +12,16 @@ cd "$root"
 git ls-files -co --exclude-standard | grep -v -E '^(node_modules|\.venv)/' | tar -cf - -T - | tar -xf - -C "$tmp"
 mkdir -p "$tmp/book/_mathjax"
 sed -i 's/execute_notebooks: force/execute_notebooks: "off"/' "$tmp/_config.yml"
-"$bin/jupyter-book" build "$tmp" -W -n --keep-going > "$tmp/build.log" 2>&1 || {
-  grep -E "WARNING|ERROR" "$tmp/build.log" | sed "s|$tmp/||" ; echo "check_book_refs: FAILED"; exit 1; }
-echo "check_book_refs: ok (no warnings; chapters not executed)"
+# A figure made by a code cell (`mystnb: figure: name: fig-...`) exists only once the cell has run,
+# so without execution a {numref} to it is "undefined"; those labels, and only those, are let
+# through here (`make book` executes the cells and checks them for real).
+cell_figures="$(grep -ho 'name: fig-[A-Za-z0-9_-]*' book/*.md | sed 's/name: //' | sort -u | paste -sd '|' -)"
+if ! "$bin/jupyter-book" build "$tmp" -W -n --keep-going > "$tmp/build.log" 2>&1; then
+  problems="$(grep -E "WARNING|ERROR" "$tmp/build.log" | sed "s|$tmp/||" \
+    | grep -v -E "undefined label: '(${cell_figures:-^$})'" || true)"
+  # -W turns the let-through warnings into a failed build too: fail only on the others
+  if [ -n "$problems" ] || ! grep -q -E "WARNING|ERROR" "$tmp/build.log"; then
+    echo "$problems"; echo "check_book_refs: FAILED"; exit 1
+  fi
+fi
+echo "check_book_refs: ok (no warnings but links to figures made by cells; chapters not executed)"

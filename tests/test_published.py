@@ -381,3 +381,13 @@ def test_openseg_asp_oc_options_match_scratch():
     out = asp(x)
     assert out.shape == (2, 12, 7, 9)
     torch.testing.assert_close(out, expected)
+
+
+def test_published_scores_name_loadable_models_near_the_paper():
+    from ocnet_edu.paper import load_table
+    from ocnet_edu.zoo.published import ARCHS, PUBLISHED_MIOU
+
+    assert all(arch in ARCHS[source] for source, arch in PUBLISHED_MIOU)
+    base_oc = load_table(5).set_index("context_module").loc[["base_oc_sa", "base_oc_isa"], "miou_pct"]
+    # a model zoo's Base-OC / ISA checkpoint scores within a point of the paper's Base-OC rows
+    assert all((base_oc - score).abs().max() < 1 for score in PUBLISHED_MIOU.values())

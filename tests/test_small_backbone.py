@@ -37,3 +37,16 @@ def test_shapes_and_channels():
     with pytest.raises(ValueError, match="head_kernel"):
         SmallBackbone(head_kernel=5)
     assert SmallBackbone(head_kernel=1).receptive_field() == SmallBackbone().receptive_field() - 32
+
+
+def test_receptive_field_of_a_head_continues_the_backbone():
+    from ocnet_edu.backbones.small import receptive_field
+
+    net = SmallBackbone()
+    field, jump = receptive_field(net.modules())
+    assert (field, jump) == (net.receptive_field(), net.output_stride)
+    head = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 4, 1), torch.nn.Conv2d(4, 4, 3, padding=1))
+    # the dilated 3x3 adds 2·2 steps of 8 pixels, the 1x1 nothing, the plain 3x3 2 steps
+    assert receptive_field(head.modules(), field, jump) == (field + 32 + 16, 8)
+    assert receptive_field([], 5, 2) == (5, 2)

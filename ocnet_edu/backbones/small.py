@@ -13,7 +13,7 @@ double at each stride. The auxiliary head reads the penultimate stage, like ResN
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from torch import nn
 from ocnet_edu.nn.layers import conv_bn_relu
 from ocnet_edu.backbones.resnet import BackboneFeatures
 
-__all__ = ["SmallBackbone"]
+__all__ = ["SmallBackbone", "receptive_field"]
 
 
 class SmallBackbone(nn.Module):
@@ -77,17 +77,9 @@ class SmallBackbone(nn.Module):
         return BackboneFeatures(out=out, aux=outputs[-1], stages=(*outputs, out))
 
     def receptive_field(self) -> int:
-        """Side (in input pixels) of the square an output feature depends on.
-
-        Computed with the usual recursion: each layer with kernel ``k``, dilation ``d`` adds
-        ``(k - 1)·d`` times the current jump (product of earlier strides).
-        """
-        field, jump = 1, 1
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                field += (module.kernel_size[0] - 1) * module.dilation[0] * jump
-                jump *= module.stride[0]
-        return field
+        """Side (in input pixels) of the square an output feature depends on
+        (:func:`receptive_field` over this backbone's layers)."""
+        return receptive_field(self.modules())[0]
 
 
 def _strided(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -97,3 +89,27 @@ def _strided(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def receptive_field(modules: Iterable[nn.Module], field: int = 1, jump: int = 1) -> tuple[int, int]:
+    """Receptive field and jump after a chain of convolutions, by the usual recursion.
+
+    Each ``nn.Conv2d`` with kernel ``k`` and dilation ``d`` (first spatial axis; square kernels
+    assumed) widens the field by ``(k - 1)·d`` times the current jump, then multiplies the jump by
+    its stride. Other modules are skipped, so pass only the modules of the path from input to
+    output, in order (e.g. ``backbone.modules()``, then a head's, starting from the backbone's
+    ``(field, jump)``: a 3×3 convolution at output stride 8 adds 16 pixels).
+
+    Args:
+        modules: the layers in the order the input passes them.
+        field: side of the square (input pixels) one input of the chain already depends on.
+        jump: input pixels between two neighbouring inputs of the chain (the product of strides so far).
+
+    Returns:
+        ``(field, jump)`` at the chain's output.
+    """
+    for module in modules:
+        if isinstance(module, nn.Conv2d):
+            field += (module.kernel_size[0] - 1) * module.dilation[0] * jump
+            jump *= module.stride[0]
+    return field, jump

@@ -34,7 +34,7 @@ from ocnet_edu.nn.attention import SelfAttention
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
 from ocnet_edu.nn.layers import activation, conv_bn_act
 
-__all__ = ["Preprocess", "PRESETS", "ARCHS", "FlavouredOCHead", "ReducedASPOC", "build_published", "convert_state_dict",
+__all__ = ["Preprocess", "PRESETS", "ARCHS", "PUBLISHED_MIOU", "FlavouredOCHead", "ReducedASPOC", "build_published", "convert_state_dict",
            "load_published", "source_keys"]
 
 _BN_EPS = 1e-5
@@ -109,6 +109,16 @@ ARCHS: dict[str, dict[str, ArchSpec]] = {
     },
     "mmseg": {"isanet_r50-d8": ArchSpec(depth=50, **_MMSEG), "isanet_r101-d8": ArchSpec(depth=101, **_MMSEG)},
 }
+
+PUBLISHED_MIOU: dict[tuple[str, str], float] = {
+    ("openseg", "base_ocnet"): 79.49,    # openseg.pytorch MODEL_ZOO.md
+    ("openseg", "isanet"): 79.55,        # openseg.pytorch MODEL_ZOO.md
+    ("mmseg", "isanet_r101-d8"): 80.32,  # mmsegmentation configs/isanet/README.md, 512x1024 crop, 80k iterations
+}
+"""Cityscapes val mIoU (%), single scale, of the published checkpoints as their sources' model zoos
+list them (quoted data, like :mod:`ocnet_edu.paper`'s tables): what scoring a downloaded
+checkpoint with :mod:`ocnet_edu.engine.published` should come close to. openseg lists no score for
+``asp_ocnet``, and mmseg's ``isanet_r50-d8`` row at this crop and schedule is not quoted here."""
 
 
 class FlavouredOCHead(nn.Module):
