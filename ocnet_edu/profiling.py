@@ -130,23 +130,25 @@ def peak_tensor_bytes(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
 
 
 def saved_tensor_bytes(fn: Callable[..., Any], *inputs: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves for the backward pass while ``fn(*inputs)`` runs.
+    """Bytes of the distinct storages a forward pass of ``fn(*inputs)`` leaves held for backward.
 
     What a training step holds between its forward and its backward pass, beyond the parameters
-    and the inputs (not counted, nor views of them). Tensors saved inside
-    :func:`torch.utils.checkpoint.checkpoint` are not saved (they are recomputed), so they do not count.
+    and the inputs (not counted, nor views of them): every storage created during the pass and
+    still alive after it — the tensors autograd saved, and those that
+    :func:`torch.utils.checkpoint.checkpoint` keeps for a selective recomputation — except the
+    output, which counts only when autograd saved it (e.g. the output of a final ReLU).
     """
-    existing = {t.untyped_storage()._cdata for t in inputs}
+    existing = tuple(inputs)
     if isinstance(fn, torch.nn.Module):
-        existing |= {t.untyped_storage()._cdata for t in (*fn.parameters(), *fn.buffers())}
-    saved: dict[int, int] = {}
+        existing += (*fn.parameters(), *fn.buffers())
+    packed: set[int] = set()
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage._cdata not in existing:
-            saved[storage._cdata] = storage.nbytes()
+        packed.add(tensor.untyped_storage()._cdata)
         return tensor
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fn(*inputs)
-    return sum(saved.values())
+        with PeakTensorMemory(existing) as tracker:
+            out = fn(*inputs)
+        outputs = {t.untyped_storage()._cdata for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)}
+        return sum(n for key, n in tracker.live.items() if key not in outputs or key in packed)

@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+from einops import rearrange
 
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.nn.flavour import FLAVOURS
@@ -93,3 +94,59 @@ def test_lean_inference_holds_less_than_fused_self_attention():
     isa.fused = False
     explicit = peak_tensor_bytes(isa, x)
     assert lean < peak_tensor_bytes(sa, x) and lean < explicit
+
+
+def test_eval_batch_norm_is_folded_only_where_it_is_a_plain_affine_map():
+    from ocnet_edu.nn.isa_lean import apply_pointwise, folded_1x1
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(8, 6, 1, bias=True), torch.nn.BatchNorm2d(6), torch.nn.ReLU())
+    randomize_batch_norm(block)
+    block.eval()
+    rows = torch.randn(3, 5, 8)
+    as_map = block(rearrange(rows, "g n c -> c (g n) 1").unsqueeze(0))
+    expected = rearrange(as_map[0, :, :, 0], "c (g n) -> g n c", g=3)
+    with torch.no_grad():
+        assert torch.allclose(folded_1x1(block[0], block[1], rows), rearrange(
+            block[1](block[0](rearrange(rows, "g n c -> (g n) c 1 1"))), "(g n) c 1 1 -> g n c", g=3), atol=1e-5)
+        assert torch.allclose(apply_pointwise(block, rows), expected, atol=1e-5)
+        before = rows.clone()
+        apply_pointwise(block, rows)
+        assert torch.equal(rows, before)                         # the in-place ReLU never touches the input
+    seen = []
+    block[1].register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        assert torch.allclose(apply_pointwise(block, rows), expected, atol=1e-5)
+    assert seen == [torch.Size([15, 6, 1, 1])]                   # a hooked norm runs as a module
+
+
+@pytest.mark.parametrize("stage", ["global", "local"])
+@pytest.mark.parametrize("size", [(5, 7), (8, 8)])
+def test_grouping_a_padded_map_is_padding_then_rearranging(stage, size):
+    from ocnet_edu.nn.isa_lean import RASTER, ROW_PATTERNS, group_rows, ungroup_rows
+
+    groups, batch, padded = (2, 4), 2, (-(-size[0] // 2) * 2, -(-size[1] // 4) * 4)
+    rows = torch.randn(batch, size[0] * size[1], 3, requires_grad=True)
+    raster = torch.nn.functional.pad(rearrange(rows, "b (h w) c -> b h w c", h=size[0]),
+                                     (0, 0, 0, padded[1] - size[1], 0, padded[0] - size[0]))
+    expected = rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=2, pw=4)
+    grouped = group_rows(rows, stage, groups, size, padded)
+    assert torch.equal(grouped, expected)
+    assert torch.equal(ungroup_rows(grouped, stage, groups, batch, size, padded), rows)
+    (grad,) = torch.autograd.grad(grouped.square().sum(), rows)
+    assert torch.equal(grad, 2 * rows)                           # every pixel once, the padding nowhere
+
+
+def test_products_in_blocks_change_nothing(monkeypatch):
+    import ocnet_edu.nn.isa_lean as lean
+
+    torch.manual_seed(0)
+    isa = InterlacedSparseSelfAttention(16, groups=(2, 2))
+    randomize_batch_norm(isa)
+    isa.eval()
+    x = torch.randn(2, 16, 9, 10)
+    with torch.inference_mode():
+        whole = isa(x)
+        monkeypatch.setattr(lean, "CHUNK_ROWS", 7)             # 180 rows: 26 blocks, the last one short
+        blocks = isa(x)
+    assert torch.allclose(blocks, whole, atol=1e-6)

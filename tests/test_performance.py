@@ -19,15 +19,30 @@ def test_at_peak_lists_what_is_alive_and_adds_up_to_the_peak():
 
 
 def test_saved_tensor_bytes_counts_what_backward_needs():
-    """A ReLU saves its output; a checkpointed ISA saves far less than one that is not."""
+    """A ReLU saves its output; a selective checkpoint's cache counts; a checkpointed ISA holds less."""
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
     x = torch.randn(1, 4, 8, 8, requires_grad=True)
     assert saved_tensor_bytes(lambda t: torch.relu(t * 2), x) == x.numel() * 4
+    assert saved_tensor_bytes(lambda t: t * 2, x) == 0            # a product by a number saves nothing
+    weight = torch.randn(64, 64, requires_grad=True)
+
+    def keep_mm(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op == torch.ops.aten.mm.default else CheckpointPolicy.PREFER_RECOMPUTE
+
+    def mm_then_relu(t):
+        contexts = lambda: create_selective_checkpoint_contexts(keep_mm)  # noqa: E731
+        return checkpoint(lambda u: torch.relu(u @ weight).sum(), t, use_reentrant=False, context_fn=contexts)
+
+    rows = torch.randn(32, 64, requires_grad=True)
+    # held: the product's output (kept by the policy); the ReLU's output is recomputed
+    assert saved_tensor_bytes(mm_then_relu, rows) == 32 * 64 * 4
     torch.manual_seed(0)
     isa = InterlacedSparseSelfAttention(16, groups=(2, 2)).train()
     x = torch.randn(1, 16, 8, 8)
     recomputed = saved_tensor_bytes(isa, x)
     isa.recompute = False
-    assert recomputed * 4 < saved_tensor_bytes(isa, x)
+    assert recomputed < 0.7 * saved_tensor_bytes(isa, x)
 
 
 def test_allocator_peak_sees_a_temporary():
@@ -53,5 +68,28 @@ def test_targets_table_compares_side_by_side():
     memory = table.loc["ISA default / SA fused: peak memory, inference"]
     assert memory["ratio"] == 1.1 and not memory["met"] and memory["rss ratio"] == 1.5
     assert table.loc["ISA default / SA fused: peak memory, training step", "met"]
-    assert table.loc["SA fused / ISA default: time, training step (speed-up)", "ratio"] == 6.0
+    speed_up = table.loc["SA fused / ISA default: time, training step (speed-up)"]
+    assert speed_up["ratio"] == 6.0 and speed_up["met"] is None    # a target at 128x128 only
+    at_128 = pd.DataFrame(targets_table([{**row, "size": "128x128"} for row in rows])).set_index("target")
+    assert at_128.loc["SA fused / ISA default: time, training step (speed-up)", "met"]
     assert table.loc["ISA default GFLOP/s / 64² matmul GFLOP/s (inference)", "ratio"] == 0.4
+    rows.append({"size": "8x8", "mode": "inference", "variant": "isa_products", "time_median_ms": 300.0, "gflops": 2.4})
+    table = pd.DataFrame(targets_table(rows)).set_index("target")
+    ceiling = table.loc["ceiling: ISA's matrix products alone / 64² matmul, GFLOP/s"]
+    assert ceiling["ratio"] == 0.8 and ceiling["met"] is None       # information, not a target
+
+
+def test_product_shapes_records_every_product_of_the_default_path():
+    from ocnet_edu.experiments.performance import product_shapes
+    from ocnet_edu.profiling import count_flops
+
+    torch.manual_seed(0)
+    isa = InterlacedSparseSelfAttention(32, groups=(2, 2)).eval()
+    x = torch.randn(1, 32, 8, 8)
+    with torch.inference_mode():
+        shapes = product_shapes(lambda: isa(x))
+    products = sum(2 * b * m * k * n for b, m, k, n in shapes)
+    # the products are every FLOP of the default path but the fused attention's (4·N·n·d per stage)
+    attention = sum(4 * 64 * n * isa.stage(s).key_channels for s, n in (("global", 16), ("local", 4)))
+    assert products + attention == count_flops(isa, x)
+    assert all(m * k * n > 0 for _, m, k, n in shapes) and len(shapes) >= 8

@@ -278,9 +278,11 @@ class InterlacedSparseSelfAttention(nn.Module):
             sets the flag of every stage. With it (the default) and no relations asked for, the
             forward pass is :func:`~ocnet_edu.nn.isa_lean.lean_forward` (the same numbers, less
             memory, faster); otherwise each stage runs :func:`grouped_attention` on maps.
-        recompute: in training on the fused path, save only each stage's input for backward and
-            run the stage again there (:func:`torch.utils.checkpoint.checkpoint`): less memory,
-            one more forward pass of time. Default True.
+        recompute: in training on the fused path, save only the outputs of each stage's matrix
+            products and attention for backward and run its batch-norms, activations and copies
+            again there (selective :func:`torch.utils.checkpoint.checkpoint`, see
+            :mod:`~ocnet_edu.nn.isa_lean`): about a third less memory for a few percent of time.
+            Default True.
     """
 
     def __init__(

@@ -26,9 +26,22 @@ Three things make it lean:
   without a reference is a possible further saving of two maps in the second stage.)
 
 In training, :func:`lean_forward` can wrap each stage in :func:`torch.utils.checkpoint.checkpoint`
-(``recompute=True``): only the stage's input is saved and the stage runs again during the
-backward pass; batch-norm statistics are restored after that second run, so a training step
-changes them exactly once.
+with a selective policy (``recompute=True``): the outputs of the matrix products and of the fused
+attention (:data:`SAVED_OPS`) are saved for backward; batch-norm, activations and the regrouping
+copies, which are cheap but would hold most of the memory, run again during the backward pass.
+Batch-norm statistics are restored after that second run, so a training step changes them
+exactly once. (Recomputing the whole stage saved a little more memory and cost a quarter more
+time: the products are where the time goes.)
+
+Batch-norm and activations run on the rows as an ``[M, c, 1, 1]`` map (``M`` pixels): contiguous,
+which the CPU kernels treat as ``channels_last``, with the statistics over all ``M`` pixels, as on
+the ``[B, C, H, W]`` map. (An ``[g, c, n, 1]`` ``channels_last`` view gave the same numbers, but its
+batch-norm and ReLU backward ran 6–12× slower.)
+
+Without autograd (inference) three more things apply: a batch-norm in eval mode is folded into the
+1×1 convolution before it (:func:`folded_1x1`) and the ReLU after it runs in place; products over
+many rows run in blocks of :data:`CHUNK_ROWS`; and a padded map is grouped and ungrouped with one
+copy per row (:func:`group_slots`).
 """
 
 from __future__ import annotations
@@ -39,11 +52,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ocnet_edu.nn.attention import attend
 
-__all__ = ["ROW_PATTERNS", "apply_pointwise", "frozen_norm_statistics", "group_rows", "lean_forward", "linear_1x1",
+__all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded_1x1", "frozen_norm_statistics", "group_rows", "group_slots", "lean_forward", "linear_1x1",
            "regroup", "ungroup_rows"]
 
 #: the groups of each stage, as rows (the right-hand sides of ``isa.GROUP_PATTERNS``)
@@ -59,20 +72,66 @@ def linear_1x1(conv: nn.Conv2d, rows: torch.Tensor) -> torch.Tensor:
     transposed view of an NCHW map, ``[b, c, (h w)]ᵀ``: then a batched product reads it as a
     transposed operand and no copy of it is made.
     """
-    weight = rearrange(conv.weight, "o i 1 1 -> o i")
-    if rows.is_contiguous():
-        return F.linear(rows, weight, conv.bias)
-    batch, _, channels = rows.shape
-    weight_t = repeat(weight, "o i -> b i o", b=batch)
-    if conv.bias is None:
-        return torch.bmm(rows, weight_t)
-    return torch.baddbmm(rearrange(conv.bias, "o -> 1 1 o"), rows, weight_t)
+    return _product(rows, rearrange(conv.weight, "o i 1 1 -> o i"), conv.bias)
 
 
 def _plain_1x1(layer: nn.Module) -> bool:
     """A convolution that is a pure per-pixel matrix product (1×1, stride 1, no padding, one group)."""
     return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
             and layer.padding in ((0, 0), "valid") and layer.groups == 1 and layer.dilation == (1, 1))
+
+
+def _foldable_norm(layer: nn.Module) -> bool:
+    """A batch-norm that is an affine map per channel right now: eval mode with running
+    statistics, a plain ``BatchNorm2d`` or ``SyncBatchNorm`` (no subclass with its own forward), no hooks."""
+    return (type(layer) in (nn.BatchNorm2d, nn.SyncBatchNorm) and not layer.training
+            and layer.running_mean is not None and not layer._forward_hooks and not layer._forward_pre_hooks)
+
+
+def folded_1x1(conv: nn.Conv2d, norm: nn.BatchNorm2d, rows: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(rows))`` with an eval-mode batch-norm folded into the convolution: one product.
+
+    ``norm(z) = (z − μ)·s + β`` with ``s = γ / √(σ² + ε)``, so ``norm(W x + b) = (s·W) x + (b − μ)·s + β``.
+    The same numbers as the two steps up to float rounding; one pass over the output fewer.
+    """
+    scale = norm.running_var.add(norm.eps).rsqrt()
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    weight = rearrange(conv.weight, "o i 1 1 -> o i") * rearrange(scale, "o -> o 1")
+    return _product(rows, weight, shift)
+
+
+#: Without autograd, products over more pixel rows than this run in blocks of ``CHUNK_ROWS`` rows
+#: written into one output: on the 2-core CPU of the benchmark a ``[32768, 256] × [256, 512]``
+#: product ran at 0.65× the rate of ``[4096, 256] × [256, 512]`` blocks of it (the output no longer
+#: stays in cache). ``out=`` products have no autograd, so training runs the whole product.
+CHUNK_ROWS = 4096
+
+
+def _product(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``rows @ weightᵀ + bias`` for contiguous rows or the transposed view of an NCHW map."""
+    if rows.is_contiguous():
+        if torch.is_grad_enabled() or rows.shape[:-1].numel() <= 2 * CHUNK_ROWS:
+            return F.linear(rows, weight, bias)
+        matrix = rearrange(rows, "... c -> (...) c")
+        out = matrix.new_empty(matrix.shape[0], weight.shape[0])
+        for first in range(0, matrix.shape[0], CHUNK_ROWS):
+            block = slice(first, first + CHUNK_ROWS)
+            if bias is None:
+                torch.mm(matrix[block], weight.t(), out=out[block])
+            else:
+                torch.addmm(bias, matrix[block], weight.t(), out=out[block])
+        return out.view(*rows.shape[:-1], weight.shape[0])
+    # (blocks of a transposed operand ran slower, not faster: the whole product here)
+    weight_t = repeat(weight, "o i -> b i o", b=rows.shape[0])
+    if bias is None:
+        return torch.bmm(rows, weight_t)
+    return torch.baddbmm(rearrange(bias, "o -> 1 1 o"), rows, weight_t)
 
 
 def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
@@ -85,27 +144,72 @@ def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``[g, n, c_out]``, contiguous. Batch-norm and the activation run as modules on the
-        ``channels_last`` view ``[g, c, n, 1]`` (so ``SyncBatchNorm`` and hooks work), with the
-        same statistics as on the ``[B, C, H, W]`` map: the mean over all pixels.
+        view ``[(g n), c, 1, 1]`` (so ``SyncBatchNorm`` and hooks work), with the same statistics
+        as on the ``[B, C, H, W]`` map: the mean over all pixels. In eval mode a plain batch-norm
+        right after a convolution is folded into it (:func:`folded_1x1`), and a ReLU then runs in place.
     """
-    for layer in (module if isinstance(module, nn.Sequential) else [module]):
+    layers = list(module) if isinstance(module, nn.Sequential) else [module]
+    index, fresh = 0, False  # fresh: ``rows`` is a tensor made here (may be overwritten in place)
+    while index < len(layers):
+        layer = layers[index]
         if isinstance(layer, nn.Sequential):  # θ and φ: two conv → BN → act blocks
-            rows = apply_pointwise(layer, rows)
+            out = apply_pointwise(layer, rows)
+            rows, fresh = out, fresh or out is not rows
+        elif _plain_1x1(layer) and index + 1 < len(layers) and _foldable_norm(layers[index + 1]):
+            rows, fresh = folded_1x1(layer, layers[index + 1], rows), True
+            index += 1
         elif _plain_1x1(layer):
-            rows = linear_1x1(layer, rows)
+            rows, fresh = linear_1x1(layer, rows), True
+        elif fresh and type(layer) is nn.ReLU and not torch.is_grad_enabled():
+            rows = rows.relu_()
         else:
-            rows = rearrange(layer(rearrange(rows, "g n c -> g c n 1")), "g c n 1 -> g n c")
+            groups = rows.shape[0]
+            rows = rearrange(layer(rearrange(rows, "g n c -> (g n) c 1 1")), "(g n) c 1 1 -> g n c", g=groups)
+            fresh = True
+        index += 1
     return rows
+
+
+def group_slots(stage: str, groups: tuple[int, int], batch: int, size: tuple[int, int], padded: tuple[int, int],
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[b·h·w]`` int64: the row, among the flattened groups ``(g n)`` of ``stage`` on the padded map,
+    that each pixel of the unpadded raster (batch, then row-major) goes to. Padded pixels get none."""
+    (height, width), (pad_h, pad_w) = size, padded
+    raster = torch.arange(batch * pad_h * pad_w, device=device)
+    pixel_of_slot = rearrange(raster, f"(b qh ph qw pw) -> {ROW_PATTERNS[stage].removesuffix(' c')}", b=batch,
+                              ph=groups[0], pw=groups[1], qh=pad_h // groups[0])
+    slot_of_pixel = torch.empty_like(raster)
+    slot_of_pixel[pixel_of_slot.flatten()] = raster
+    return rearrange(slot_of_pixel, "(b h w) -> b h w", b=batch, h=pad_h)[:, :height, :width].flatten()
+
+
+def _group_count(stage: str, groups: tuple[int, int], batch: int, padded: tuple[int, int]) -> int:
+    """How many groups ``stage`` has: ``b·P_h·P_w`` (global) or ``b·Q_h·Q_w`` (local)."""
+    if stage == "global":
+        return batch * groups[0] * groups[1]
+    return batch * (padded[0] // groups[0]) * (padded[1] // groups[1])
 
 
 def group_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], size: tuple[int, int],
                padded: tuple[int, int]) -> torch.Tensor:
-    """Raster rows ``[b, (h w), c]`` → the groups of ``stage``, ``[g, n, c]`` (zero-padded to ``padded``)."""
-    (height, width), (pad_h, pad_w) = size, padded
-    raster = rearrange(rows, "b (h w) c -> b h w c", h=height)
-    if (pad_h, pad_w) != (height, width):
-        raster = F.pad(raster, (0, 0, 0, pad_w - width, 0, pad_h - height))
-    return rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=groups[0], pw=groups[1])
+    """Raster rows ``[b, (h w), c]`` → the groups of ``stage``, ``[g, n, c]`` (zero-padded to ``padded``).
+
+    Without autograd, one copy either way: a rearrangement, or, when the map needs padding, each
+    row written once into a zeroed grouped tensor at its slot (:func:`group_slots`; padding first
+    and grouping after copies every row twice). With autograd the map is padded, then grouped:
+    in a checkpointed training step both copies are recomputed, not kept, and the scattered write
+    measured slower there, and with a higher peak (97×97 map).
+    """
+    batch, _, channels = rows.shape
+    if padded == size or torch.is_grad_enabled():
+        raster = rearrange(rows, "b (h w) c -> b h w c", h=size[0])
+        if padded != size:
+            raster = F.pad(raster, (0, 0, 0, padded[1] - size[1], 0, padded[0] - size[0]))
+        return rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=groups[0], pw=groups[1])
+    slots = group_slots(stage, groups, batch, size, padded, rows.device)
+    out = rows.new_zeros(batch * padded[0] * padded[1], channels)
+    out.index_copy_(0, slots, rearrange(rows, "b n c -> (b n) c"))
+    return rearrange(out, "(g n) c -> g n c", g=_group_count(stage, groups, batch, padded))
 
 
 def regroup(rows: torch.Tensor, source: str, target: str, groups: tuple[int, int], batch: int,
@@ -119,10 +223,14 @@ def ungroup_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], batch:
                  padded: tuple[int, int]) -> torch.Tensor:
     """The groups of ``stage`` ``[g, n, c]`` → raster rows ``[b, (h w), c]``, padding cropped away."""
     sizes = {"b": batch, "ph": groups[0], "pw": groups[1], "qh": padded[0] // groups[0]}
-    raster = rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER}", **sizes)
-    if padded != size:
-        raster = raster[:, :size[0], :size[1]]
-    return rearrange(raster, "b h w c -> b (h w) c")
+    if padded == size:
+        return rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER.replace('(qh ph) (qw pw)', '(qh ph qw pw)')}", **sizes)
+    if torch.is_grad_enabled():
+        raster = rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER}", **sizes)[:, :size[0], :size[1]]
+        return rearrange(raster, "b h w c -> b (h w) c")
+    # one copy: each pixel's row read from its slot, the padding left behind
+    slots = group_slots(stage, groups, batch, size, padded, rows.device)
+    return rearrange(rearrange(rows, "g n c -> (g n) c").index_select(0, slots), "(b n) c -> b n c", b=batch)
 
 
 def _key_mask(stage: str, groups, size, padded, batch: int, device) -> torch.Tensor | None:
@@ -221,9 +329,40 @@ def frozen_norm_statistics(module: nn.Module):
                 setattr(m, name, buffer)
 
 
+_ATEN = torch.ops.aten
+#: The operators whose outputs a checkpointed stage keeps for backward: matrix products (the 1×1
+#: convolutions) and fused attention, whichever kernel the device picks. Everything else in a stage
+#: (batch-norm, activations, the copies that regroup pixels) is elementwise or a copy: cheap to
+#: run again, and it is what would otherwise fill the memory.
+SAVED_OPS = frozenset(
+    getattr(_ATEN, name).default
+    for name in ("mm", "bmm", "addmm", "baddbmm", "convolution", "_scaled_dot_product_flash_attention_for_cpu",
+                 "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                 "_scaled_dot_product_cudnn_attention")
+    if hasattr(_ATEN, name)
+)
+
+
+def _save_products(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing policy: keep :data:`SAVED_OPS`' outputs, recompute the rest."""
+    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@contextlib.contextmanager
+def _recompute_context(stage_module: nn.Module, selective):
+    """Around the second run of a stage: throw-away norm statistics, then the policy's cache."""
+    with frozen_norm_statistics(stage_module), selective:
+        yield
+
+
 def _checkpointed(fn, stage_module, rows, *args):
-    """``fn(stage_module, rows, *args)`` saving only ``rows`` for backward (recomputed there)."""
-    contexts = lambda: (contextlib.nullcontext(), frozen_norm_statistics(stage_module))  # noqa: E731
+    """``fn(stage_module, rows, *args)`` with selective recomputation: the outputs of its matrix
+    products and attention are saved for backward, everything else is recomputed there."""
+
+    def contexts():
+        forward, recompute = create_selective_checkpoint_contexts(_save_products)
+        return forward, _recompute_context(stage_module, recompute)
+
     return checkpoint(fn, stage_module, rows, *args, use_reentrant=False, context_fn=contexts)
 
 
