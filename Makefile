@@ -91,7 +91,8 @@ gpu-check: install
 ## spelling, e.g. engine.evaluate.x_sliding_window_logits); JOBS mutants at once. All 5823 mutants take
 ## hours on two shared cores (measured: 3-4 s a mutant with JOBS=2, plus ~6 min to generate the mutants
 ## and record which test calls what), so run it in parts. Report in docs/mutation/report.md; mutants and
-## their results in mutants/ (ignored by git; results are kept between runs).
+## their results in mutants/ (ignored by git), and every result also in docs/mutation/results.json
+## (committed, per source file with its SHA-256), so that runs in parts, in different checkouts, add up.
 MUTMUT_VERSION := 3.8.1
 MODULES ?=
 JOBS ?= 2
