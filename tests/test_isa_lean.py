@@ -150,3 +150,24 @@ def test_products_in_blocks_change_nothing(monkeypatch):
         monkeypatch.setattr(lean, "CHUNK_ROWS", 7)             # 180 rows: 26 blocks, the last one short
         blocks = isa(x)
     assert torch.allclose(blocks, whole, atol=1e-6)
+
+
+def test_training_with_frozen_batch_norm_recomputes_and_matches_explicit():
+    """``freeze_bn`` trains with batch-norms in eval mode: no folding there (the in-place ReLU would
+    overwrite a product's output that the selective checkpoint keeps), and the same gradients."""
+    torch.manual_seed(0)
+    lean = InterlacedSparseSelfAttention(16, groups=(2, 2))
+    randomize_batch_norm(lean)
+    lean.train()
+    for module in lean.modules():                 # frozen statistics (what freeze_bn does), the rest trains
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    explicit = copy.deepcopy(lean)
+    explicit.fused = False
+    x = torch.randn(2, 16, 6, 8)
+    grads = []
+    for module in (lean, explicit):
+        module.zero_grad()
+        module(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in module.parameters()])
+    assert lean.recompute and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))

@@ -82,9 +82,13 @@ def _plain_1x1(layer: nn.Module) -> bool:
 
 
 def _foldable_norm(layer: nn.Module) -> bool:
-    """A batch-norm that is an affine map per channel right now: eval mode with running
-    statistics, a plain ``BatchNorm2d`` or ``SyncBatchNorm`` (no subclass with its own forward), no hooks."""
-    return (type(layer) in (nn.BatchNorm2d, nn.SyncBatchNorm) and not layer.training
+    """A batch-norm to fold: without autograd (inference), and an affine map per channel right
+    now: eval mode with running statistics, a plain ``BatchNorm2d`` or ``SyncBatchNorm`` (no
+    subclass with its own forward), no hooks.
+
+    Not with autograd, even for a frozen (eval-mode) batch-norm in training: the in-place ReLU of
+    the model would then overwrite the product's output, which a selective checkpoint keeps."""
+    return (not torch.is_grad_enabled() and type(layer) in (nn.BatchNorm2d, nn.SyncBatchNorm) and not layer.training
             and layer.running_mean is not None and not layer._forward_hooks and not layer._forward_pre_hooks)
 
 
