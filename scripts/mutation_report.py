@@ -117,10 +117,13 @@ def read_results() -> dict[str, dict[str, str]]:
 
 
 def store_results(results: dict[str, dict[str, str]]) -> None:
-    """Write the merged results with each source file's digest to ``docs/mutation/results.json``."""
+    """Write the checked results with each source file's digest to ``docs/mutation/results.json``
+    (mutants not checked are left out: the next run's ``mutants/`` lists them again)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    checked = {source: {name: status for name, status in mutants.items() if status != "not checked"}
+               for source, mutants in sorted(results.items())}
     RESULTS.write_text(json.dumps({source: {"sha256": source_digest(source), "mutants": mutants}
-                                   for source, mutants in sorted(results.items())}, indent=0, sort_keys=True) + "\n")
+                                   for source, mutants in checked.items() if mutants}, indent=0, sort_keys=True) + "\n")
 
 
 def read_equivalent() -> dict[str, str]:
