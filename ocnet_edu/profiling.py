@@ -14,8 +14,10 @@ computed), so they can be taken at the paper's full sizes on any machine.
   largest total alive at once — the peak *extra* memory of the pass (parameters and inputs
   excluded). It counts storage bytes, not what a GPU caching allocator reports (no alignment,
   caching or kernel workspaces), so it is an analytic lower bound to compare with measurements.
-  It relies on PyTorch's dispatch-mode hooks (``torch.utils._python_dispatch``), which are
-  public in practice but underscored; it is kept here, in one place, for that reason.
+  :func:`product_shapes` records the shape of every matrix product a pass runs (to time those
+  products alone, the ceiling of a module's throughput).
+  These rely on PyTorch's dispatch-mode hooks (``torch.utils._python_dispatch``), which are
+  public in practice but underscored; they are kept here, in one place, for that reason.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["count_flops", "count_gflops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory", "saved_tensor_bytes"]
+__all__ = ["count_flops", "count_gflops", "flop_counter", "peak_tensor_bytes", "PeakTensorMemory", "product_shapes",
+           "saved_tensor_bytes"]
 
 
 def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -71,6 +74,37 @@ def count_gflops(module: torch.nn.Module, input_shape: Sequence[int], device: st
     device = torch.device(device)
     module = copy.deepcopy(module).to(device).eval()
     return count_flops(module, torch.zeros(tuple(input_shape), device=device)) / 1e9
+
+
+#: matrix products :func:`product_shapes` records (and ``linear``, which inference mode keeps whole)
+PRODUCT_OPS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+class _ProductRecorder(TorchDispatchMode):
+    """Appends ``(batch, m, k, n)`` of every matrix product to ``shapes``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, int, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if name == "linear":  # not decomposed into addmm under inference_mode
+            rows, weight = args[0], args[1]
+            self.shapes.append((1, rows.numel() // rows.shape[-1], rows.shape[-1], weight.shape[0]))
+        elif name in PRODUCT_OPS:
+            first, second = args[-2], args[-1]  # addmm / baddbmm: (bias, a, b)
+            batch = first.shape[0] if first.dim() == 3 else 1
+            self.shapes.append((batch, first.shape[-2], first.shape[-1], second.shape[-1]))
+        return func(*args, **(kwargs or {}))
+
+
+def product_shapes(fn: Callable[[], Any]) -> list[tuple[int, int, int, int]]:
+    """The matrix products ``fn()`` runs, as ``(batch, m, k, n)``, in order (every ``linear``, ``mm``,
+    ``addmm``, ``bmm`` and ``baddbmm``; biases and transposed operands are not kept)."""
+    with _ProductRecorder() as recorder:
+        fn()
+    return recorder.shapes
 
 
 class PeakTensorMemory(TorchDispatchMode):

@@ -80,8 +80,7 @@ def test_targets_table_compares_side_by_side():
 
 
 def test_product_shapes_records_every_product_of_the_default_path():
-    from ocnet_edu.experiments.performance import product_shapes
-    from ocnet_edu.profiling import count_flops
+    from ocnet_edu.profiling import count_flops, product_shapes
 
     torch.manual_seed(0)
     isa = InterlacedSparseSelfAttention(32, groups=(2, 2)).eval()

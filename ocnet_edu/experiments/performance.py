@@ -54,7 +54,7 @@ import torch
 from ocnet_edu.experiments.efficiency import DEFAULT_OUT, ISA_GROUPS, peak_rss, reset_peak_rss
 
 __all__ = ["MODES", "SIZES", "VARIANTS", "allocator_peak_mb", "build_variant", "main", "model_training",
-           "product_shapes", "targets_table", "variants_for"]
+           "targets_table", "variants_for"]
 
 SIZES = ((128, 128), (97, 97), (128, 256))
 """``(H, W)`` of the feature maps measured: Fig. 4's, a 769×769 training crop's, a 1024×2048 image's."""
@@ -142,34 +142,6 @@ def _measure_memory(name: str, size: tuple[int, int], mode: str, device: str, wh
     return (peak_rss() - before) / 1024
 
 
-PRODUCT_OPS = ("mm", "addmm", "bmm", "baddbmm")  # and ``linear``, which inference mode keeps whole
-
-
-def product_shapes(fn: Callable[[], object]) -> list[tuple[int, int, int, int]]:
-    """The matrix products ``fn()`` runs, as ``(batch, m, k, n)``, in order (a dispatch mode records
-    every ``linear``, ``mm``, ``addmm``, ``bmm`` and ``baddbmm``; biases and transposed operands are
-    not kept)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    shapes = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.__name__.split(".")[0]
-            if name == "linear":  # not decomposed into addmm under inference_mode
-                rows, weight = args[0], args[1]
-                shapes.append((1, rows.numel() // rows.shape[-1], rows.shape[-1], weight.shape[0]))
-            elif name in PRODUCT_OPS:
-                first, second = args[-2], args[-1]  # addmm / baddbmm: (bias, a, b)
-                batch = first.shape[0] if first.dim() == 3 else 1
-                shapes.append((batch, first.shape[-2], first.shape[-1], second.shape[-1]))
-            return func(*args, **(kwargs or {}))
-
-    with Record():
-        fn()
-    return shapes
-
-
 def _products_alone(shapes: list[tuple[int, int, int, int]], device: torch.device) -> tuple[Callable[[], None], float]:
     """A pass that runs only these matrix products on contiguous random operands, and its GFLOPs."""
     operands = [(torch.randn(b, m, k, device=device), torch.randn(b, k, n, device=device)) for b, m, k, n in shapes]
@@ -186,7 +158,8 @@ def _measure_times(names: list[str], size: tuple[int, int], mode: str, device: s
     """In one process: every variant (and a ``matmul``² matmul, unless 0) timed in rotating order; ms.
 
     With the matmul (inference), ``isa_fused``'s own matrix products are also timed alone
-    (``isa_products``: the same shapes, nothing else), the rate ISA's products reach at their sizes;
+    (``isa_products``: the same shapes, recorded by :func:`ocnet_edu.profiling.product_shapes`, nothing
+    else), the rate ISA's products reach at their sizes;
     its GFLOPs are returned as ``gflops:isa_products``."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -199,6 +172,8 @@ def _measure_times(names: list[str], size: tuple[int, int], mode: str, device: s
         a, b = (torch.randn(matmul, matmul, device=dev) for _ in range(2))
         runs["matmul"] = lambda: torch.mm(a, b)
         if "isa_fused" in runs:
+            from ocnet_edu.profiling import product_shapes
+
             runs["isa_products"], extra["gflops:isa_products"] = _products_alone(
                 product_shapes(runs["isa_fused"]), dev)
     for run in runs.values():  # warm-up
