@@ -62,6 +62,7 @@ __all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded
 #: the groups of each stage, as rows (the right-hand sides of ``isa.GROUP_PATTERNS``)
 ROW_PATTERNS = {"global": "(b ph pw) (qh qw) c", "local": "(b qh qw) (ph pw) c"}
 RASTER = "b (qh ph) (qw pw) c"
+RASTER_ROWS = "b (qh ph qw pw) c"  # the raster with its pixels in one axis, row-major
 MASKS = {"global": "(qh ph) (qw pw) -> (b ph pw) (qh qw)", "local": "(qh ph) (qw pw) -> (b qh qw) (ph pw)"}
 
 
@@ -228,7 +229,7 @@ def ungroup_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], batch:
     """The groups of ``stage`` ``[g, n, c]`` → raster rows ``[b, (h w), c]``, padding cropped away."""
     sizes = {"b": batch, "ph": groups[0], "pw": groups[1], "qh": padded[0] // groups[0]}
     if padded == size:
-        return rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER.replace('(qh ph) (qw pw)', '(qh ph qw pw)')}", **sizes)
+        return rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER_ROWS}", **sizes)
     if torch.is_grad_enabled():
         raster = rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER}", **sizes)[:, :size[0], :size[1]]
         return rearrange(raster, "b h w c -> b (h w) c")
