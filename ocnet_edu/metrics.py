@@ -118,14 +118,14 @@ class ConfusionMatrix:
         gt = mat.sum(1)
         pr = mat.sum(0)
         union = gt + pr - tp
-        nan = torch.tensor(float("nan"), dtype=mat.dtype, device=mat.device)
-        iou = torch.where(union > 0, tp / union.clamp(min=1), nan)
-        acc = torch.where(gt > 0, tp / gt.clamp(min=1), nan)
-        total = mat.sum()
+        # tp <= gt <= union, so a zero denominator has a zero numerator: 0/0 is the NaN of a class
+        # in neither map (iou) or not in the target (acc), and of an empty matrix (pixel_acc)
+        iou = tp / union
+        acc = tp / gt
         return SegmentationScores(
             miou=float(iou.nanmean()),
             iou=iou.cpu(),
-            pixel_acc=float(tp.sum() / total) if total > 0 else float("nan"),
+            pixel_acc=float(tp.sum() / mat.sum()),
             mean_acc=float(acc.nanmean()),
             acc=acc.cpu(),
         )
@@ -145,7 +145,7 @@ def boundary_map(mask: torch.Tensor) -> torch.Tensor:
         south-east neighbour (neighbours outside the image are not considered).
     """
     b = torch.zeros_like(mask)
-    b[..., :, :-1] |= mask[..., :, :-1] ^ mask[..., :, 1:]  # east
+    b[..., :, :-1] = mask[..., :, :-1] ^ mask[..., :, 1:]  # east (b is all False before: = is |=)
     b[..., :-1, :] |= mask[..., :-1, :] ^ mask[..., 1:, :]  # south
     b[..., :-1, :-1] |= mask[..., :-1, :-1] ^ mask[..., 1:, 1:]  # south-east
     return b
@@ -161,12 +161,17 @@ def dilate_disk(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
     Args:
         mask: ``bool`` ``[N, H, W]``.
-        radius: disk radius in pixels (0 returns the mask).
+        radius: disk radius in pixels, ``>= 0`` (0 returns the mask).
 
     Returns:
         ``bool`` ``[N, H, W]``: pixels within distance ``radius`` of a ``True`` pixel.
+
+    Raises:
+        ValueError: if ``radius`` is negative.
     """
-    if radius <= 0:
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0 pixels, got {radius}")
+    if radius == 0:
         return mask.clone()
     kernel = rearrange(_disk(radius, mask.device), "kh kw -> 1 1 kh kw")
     x = rearrange(mask.float(), "n h w -> n 1 h w")
@@ -203,6 +208,8 @@ class BoundaryFScore:
     ) -> None:
         self.num_classes = num_classes
         self.tolerances = tuple(int(t) for t in tolerances)
+        if not self.tolerances or min(self.tolerances) < 0:
+            raise ValueError(f"tolerances must be one or more distances >= 0 pixels, got {tuple(tolerances)}")
         self.ignore_index = ignore_index
         self.count_empty = count_empty
         # [T, K] sums of per-image F and numbers of scored images
@@ -268,8 +275,8 @@ class BoundaryFScore:
 
     def compute(self) -> BoundaryScores:
         """Per-class mean boundary F per tolerance, and its class mean."""
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.f_sum.device)
-        per = torch.where(self.count > 0, self.f_sum / self.count.clamp(min=1), nan).cpu()
+        # a class never scored has f_sum = count = 0, and 0/0 is its NaN
+        per = (self.f_sum / self.count).cpu()
         return BoundaryScores(
             per_class={tol: per[i] for i, tol in enumerate(self.tolerances)},
             mean={tol: float(per[i].nanmean()) for i, tol in enumerate(self.tolerances)},

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
+from ocnet_edu.engine import distributed
 from ocnet_edu.metrics import BoundaryFScore, ConfusionMatrix, boundary_map, dilate_disk
 
 
@@ -70,6 +71,62 @@ def test_absent_class_is_nan_and_excluded() -> None:
     s = cm.compute()
     assert math.isnan(s.iou[2]) and math.isnan(s.iou[3])
     assert s.miou == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_scores_of_one_pixel_classes_and_of_an_empty_matrix() -> None:
+    # class 0: one pixel, right (union 1, gt 1); class 1: one pixel, wrong (predicted 2);
+    # class 3: absent from the target but predicted once (gt 0: accuracy NaN, IoU 0)
+    cm = ConfusionMatrix(4)
+    cm.update(torch.tensor([0, 2, 3, 2]), torch.tensor([0, 1, 2, 2]))
+    s = cm.compute()
+    assert s.iou[0] == 1.0 and s.acc[0] == 1.0
+    assert s.iou[1] == 0.0 and s.acc[1] == 0.0
+    assert s.iou[3] == 0.0 and math.isnan(s.acc[3])
+    assert s.pixel_acc == 2 / 4
+    one = ConfusionMatrix(2)
+    one.update(torch.tensor([1]), torch.tensor([1]))
+    assert one.compute().pixel_acc == 1.0  # a single scored pixel
+    empty = ConfusionMatrix(3).compute()  # nothing scored yet: every score NaN, no error
+    assert math.isnan(empty.pixel_acc) and math.isnan(empty.miou) and math.isnan(empty.mean_acc)
+    assert torch.isnan(empty.iou).all() and torch.isnan(empty.acc).all()
+
+
+def test_counts_stay_exact_past_float32_precision() -> None:
+    # 2**24 + 1 is the first count a float32 matrix cannot hold; the matrix counts in integers
+    cm = ConfusionMatrix(2)
+    cm.update(torch.zeros(2**24, dtype=torch.uint8), torch.zeros(2**24, dtype=torch.uint8))
+    cm.update(torch.zeros(1, dtype=torch.uint8), torch.zeros(1, dtype=torch.uint8))
+    assert int(cm.mat[0, 0]) == 2**24 + 1
+
+
+def test_state_lives_on_the_requested_device() -> None:
+    # the meta device stands in for a GPU here: the accumulators (and the disk kernel of the
+    # dilation) must follow the device they are given, or NCCL all-reduce and GPU updates fail
+    assert ConfusionMatrix(3, device="meta").mat.device.type == "meta"
+    bf = BoundaryFScore(3, (2,), device="meta")
+    assert bf.f_sum.device.type == "meta" and bf.count.device.type == "meta"
+    assert dilate_disk(torch.zeros(1, 5, 5, dtype=torch.bool, device="meta"), 2).device.type == "meta"
+
+
+def test_reduce_sums_every_accumulator_over_the_given_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a stand-in for a two-rank world whose other rank holds the same sums: all_reduce doubles
+    groups = []
+
+    def all_reduce(tensor: torch.Tensor, op: object, group: object) -> None:
+        groups.append(group)
+        tensor.mul_(2)
+
+    monkeypatch.setattr(distributed, "_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
+    pred, target = random_maps(7, 3, (2, 8, 9))
+    cm, bf = ConfusionMatrix(3), BoundaryFScore(3, (1, 2))
+    cm.update(pred, target)
+    bf.update(pred, target)
+    mat, f_sum, count = cm.mat.clone(), bf.f_sum.clone(), bf.count.clone()
+    group = object()
+    assert cm.reduce_(group) is cm and bf.reduce_(group) is bf
+    assert torch.equal(cm.mat, 2 * mat) and torch.equal(bf.f_sum, 2 * f_sum) and torch.equal(bf.count, 2 * count)
+    assert groups == [group, group, group]
 
 
 def test_invalid_inputs() -> None:
@@ -164,6 +221,13 @@ def test_boundary_map_and_disk() -> None:
     disk = dilate_disk(point, 2)[0]
     yy, xx = torch.meshgrid(torch.arange(9), torch.arange(9), indexing="ij")
     assert torch.equal(disk, (yy - 4) ** 2 + (xx - 4) ** 2 <= 4)
+    assert torch.equal(dilate_disk(mask, 0), mask)
+    with pytest.raises(ValueError, match="radius"):
+        dilate_disk(mask, -1)
+    with pytest.raises(ValueError, match="tolerances"):
+        BoundaryFScore(2, tolerances=(3, -1))
+    with pytest.raises(ValueError, match="tolerances"):
+        BoundaryFScore(2, tolerances=())
 
 
 def test_boundary_f_hand_example() -> None:
@@ -200,7 +264,8 @@ def test_boundary_f_matches_brute_force(seed: int) -> None:
             per_image = [brute_f(p.numpy(), t.numpy(), c, d) for p, t in zip(pred, target)]
             per_image = [f for f in per_image if f is not None]
             want = sum(per_image) / len(per_image) if per_image else float("nan")
-            assert float(got.per_class[d][c]) == pytest.approx(want, nan_ok=True)
+            # to double precision: the per-class sums accumulate in float64
+            assert float(got.per_class[d][c]) == pytest.approx(want, rel=1e-12, nan_ok=True)
 
 
 def test_boundary_f_perfect_and_empty_conventions() -> None:

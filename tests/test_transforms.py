@@ -8,12 +8,14 @@ import torch.nn.functional as F
 
 from ocnet_edu.data.transforms import (
     IMAGENET_MEAN,
+    IMAGENET_STD,
     Compose,
     Normalize,
     RandomBrightness,
     RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
+    eval_transforms,
     paper_train_transforms,
 )
 
@@ -41,6 +43,12 @@ def test_flip() -> None:
     assert torch.equal(flipped[0], image.flip(-1)) and torch.equal(flipped[1], label.flip(-1))
     kept = RandomHorizontalFlip(p=0.0)(image, label, gen(0))
     assert torch.equal(kept[0], image) and torch.equal(kept[1], label)
+    assert RandomHorizontalFlip().p == 0.5 and RandomBrightness().delta == 10.0  # Sec. 4.2
+    # class 0 may be one side of a left/right pair; negative or repeated ids may not
+    assert RandomHorizontalFlip(1.0, [(0, 1)])(image, label, gen(0))[1].eq(0).sum() == label.eq(1).sum()
+    for bad in ([(-1, 2)], [(1, 2), (2, 3)]):
+        with pytest.raises(ValueError, match="flip pairs"):
+            RandomHorizontalFlip(1.0, bad)
 
 
 def test_scale_range_and_modes() -> None:
@@ -56,14 +64,26 @@ def test_scale_range_and_modes() -> None:
     assert len(sizes) > 10
     fixed_img, fixed_lab = RandomScale((2.0, 2.0))(image, label, gen(0))
     assert torch.equal(fixed_lab, label.repeat_interleave(2, 0).repeat_interleave(2, 1))
-    with pytest.raises(ValueError):
-        RandomScale((2.0, 1.0))
+    for bad in ((2.0, 1.0), (0.0, 1.0)):
+        with pytest.raises(ValueError, match="scale_range"):
+            RandomScale(bad)
+    with pytest.raises(ValueError, match="image_mode"):
+        RandomScale(image_mode="bicubic")
+    # a scale that rounds a side to 0 pixels keeps one pixel of each
+    tiny_img, tiny_lab = RandomScale((0.1, 0.1))(image[:, :3, :4], label[:3, :4], gen(0))
+    assert tiny_img.shape == (3, 1, 1) and tiny_lab.shape == (1, 1)
+    # bilinear (the default) resamples at pixel centres, like F.interpolate without align_corners
+    bilinear, _ = RandomScale((1.5, 1.5))(image, label, gen(0))
+    reference = F.interpolate(image[None], size=(60, 84), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(bilinear, reference, atol=1e-4)  # last bits depend on the thread count
 
 
 def test_scale_base_size() -> None:
     image, label = block_pair(2)
     _, out = RandomScale((1.0, 1.0), base_size=28)(image, label, gen(0))
     assert out.shape == (20, 28)
+    _, out = RandomScale((1.5, 1.5), base_size=28)(image, label, gen(0))  # the factor multiplies
+    assert out.shape == (30, 42)
 
 
 def test_brightness_adds_one_offset_within_range() -> None:
@@ -90,6 +110,10 @@ def test_crop_pads_with_mean_and_ignore() -> None:
     for c, mean in enumerate(IMAGENET_MEAN):
         assert torch.allclose(out_img[c][padded], torch.tensor(mean))
     assert torch.equal(out_img[:, :4, :5], image)
+    # the padded image keeps the input's dtype (a float64 image is not rounded to float32)
+    fine = torch.full((3, 4, 5), 1 / 3, dtype=torch.float64)
+    out64, _ = RandomCrop((6, 6), image_fill=(1 / 3,) * 3)(fine, label, gen(0))
+    assert out64.dtype == torch.float64 and torch.equal(out64, torch.full((3, 6, 6), 1 / 3, dtype=torch.float64))
 
 
 def test_crop_positions_cover_the_image() -> None:
@@ -103,6 +127,52 @@ def test_normalize() -> None:
     image = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, 2, 2)
     out, _ = Normalize()(image, torch.zeros(2, 2, dtype=torch.long))
     assert torch.allclose(out, torch.zeros_like(out), atol=1e-6)
+
+
+def test_paper_pipeline_is_sec_4_2() -> None:
+    """Defaults are Sec. 4.2's: flip (p = 0.5), scale U[0.5, 2], brightness U[-10, 10], crop padded
+    with the mean, ImageNet normalisation, in that order; the switches drop or keep steps."""
+    pipe = paper_train_transforms((24, 32), flip_pairs=[(3, 4)])
+    flip, scale, bright, crop, norm = pipe.transforms
+    assert isinstance(flip, RandomHorizontalFlip) and flip.p == 0.5 and flip.pairs == ((3, 4),)
+    assert isinstance(scale, RandomScale) and scale.scale_range == (0.5, 2.0) and scale.base_size is None
+    assert isinstance(bright, RandomBrightness) and bright.delta == 10.0
+    assert isinstance(crop, RandomCrop) and crop.crop_size == (24, 32) and crop.image_fill == pytest.approx(IMAGENET_MEAN)
+    assert isinstance(norm, Normalize)
+    assert norm.mean.flatten().tolist() == pytest.approx(IMAGENET_MEAN)
+    assert norm.std.flatten().tolist() == pytest.approx(IMAGENET_STD)
+    bare = paper_train_transforms((8, 8), normalize=False, hflip=False)
+    assert [type(t) for t in bare.transforms] == [RandomHorizontalFlip, RandomScale, RandomBrightness, RandomCrop]
+    assert bare.transforms[0].p == 0.0
+
+
+def test_paper_pipeline_passes_its_arguments_to_its_steps() -> None:
+    mean, std = (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)
+    pipe = paper_train_transforms((8, 8), scale_range=(0.75, 1.25), brightness=4.0, mean=mean, std=std, base_size=64)
+    _, scale, bright, crop, norm = pipe.transforms
+    assert scale.scale_range == (0.75, 1.25) and scale.base_size == 64 and bright.delta == 4.0
+    assert crop.image_fill == mean
+    assert norm.mean.flatten().tolist() == list(mean) and norm.std.flatten().tolist() == list(std)
+
+
+def test_eval_pipeline_only_normalizes_with_the_given_statistics() -> None:
+    image = torch.full((3, 2, 2), 10.0)
+    label = torch.zeros(2, 2, dtype=torch.long)
+    out, same = eval_transforms(mean=(2.0, 4.0, 6.0), std=(2.0, 3.0, 4.0))(image, label, gen(0))
+    assert out[:, 0, 0].tolist() == [4.0, 2.0, 1.0] and same is label
+    default, _ = eval_transforms()(torch.tensor(IMAGENET_MEAN).view(3, 1, 1) + torch.tensor(IMAGENET_STD).view(3, 1, 1), label[:1, :1], gen(0))
+    assert default.flatten().tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_reprs_name_each_step_and_its_settings() -> None:
+    pipe = Compose([RandomHorizontalFlip(0.5), RandomHorizontalFlip(1.0, [(1, 2)]), RandomBrightness(3)])
+    assert repr(pipe) == (
+        "Compose(RandomHorizontalFlip(p=0.5), RandomHorizontalFlip(p=1.0, pairs=((1, 2),)), RandomBrightness(delta=3.0))"
+    )
+    assert repr(Compose([])) == "Compose()"
+    assert repr(RandomScale((0.5, 2), 64, "nearest-exact")) == "RandomScale(scale_range=(0.5, 2.0), base_size=64, image_mode='nearest-exact')"
+    assert repr(RandomCrop((8, 9))) == "RandomCrop(crop_size=(8, 9))"
+    assert repr(Normalize((1, 2, 3), (4, 5, 6))) == "Normalize(mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0])"
 
 
 def test_pipeline_reproducible_from_generator_seed() -> None:

@@ -124,6 +124,10 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p}" + (f", pairs={self.pairs})" if self.pairs else ")")
 
 
+IMAGE_MODES = ("bilinear", "nearest-exact")
+"""The resampling modes :class:`RandomScale` takes for the image (the label is always nearest-exact)."""
+
+
 class RandomScale:
     """Resize by a factor ``s ~ U[scale_range]`` (Sec. 4.2: [0.5, 2]).
 
@@ -147,6 +151,8 @@ class RandomScale:
     ) -> None:
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        if image_mode not in IMAGE_MODES:
+            raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.base_size = base_size
         self.image_mode = image_mode
@@ -159,10 +165,8 @@ class RandomScale:
             s *= self.base_size / max(h, w)
         size = (max(1, round(h * s)), max(1, round(w * s)))
         with torch_threads(1):  # the same bits in the main process and in every DataLoader worker
-            if self.image_mode == "bilinear":
-                image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-            else:
-                image = F.interpolate(image[None], size=size, mode=self.image_mode)[0]
+            # bilinear's align_corners defaults to False: pixel centres aligned, like "nearest-exact"
+            image = F.interpolate(image[None], size=size, mode=self.image_mode)[0]
             label = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
         return image, label
 
