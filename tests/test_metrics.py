@@ -108,6 +108,21 @@ def test_state_lives_on_the_requested_device() -> None:
     assert dilate_disk(torch.zeros(1, 5, 5, dtype=torch.bool, device="meta"), 2).device.type == "meta"
 
 
+def test_dilation_kernel_is_made_on_the_masks_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CUDA refuses a convolution of tensors on two devices; the CPU and meta let a CPU kernel pass
+    # with a meta mask, so the rule is checked by a stand-in convolution that enforces it
+    conv2d = torch.nn.functional.conv2d
+    devices = []
+
+    def same_device_conv2d(x: torch.Tensor, weight: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        devices.append((x.device.type, weight.device.type))
+        return conv2d(x, weight, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", same_device_conv2d)
+    dilate_disk(torch.zeros(1, 5, 5, dtype=torch.bool, device="meta"), 2)
+    assert devices == [("meta", "meta")]
+
+
 def test_reduce_sums_every_accumulator_over_the_given_group(monkeypatch: pytest.MonkeyPatch) -> None:
     # a stand-in for a two-rank world whose other rank holds the same sums: all_reduce doubles
     groups = []
@@ -228,6 +243,9 @@ def test_boundary_map_and_disk() -> None:
         BoundaryFScore(2, tolerances=(3, -1))
     with pytest.raises(ValueError, match="tolerances"):
         BoundaryFScore(2, tolerances=())
+    exact = BoundaryFScore(2, tolerances=(0,))  # tolerance 0: boundaries must coincide
+    exact.update(torch.tensor([[0, 1], [0, 1]]), torch.tensor([[0, 1], [0, 1]]))
+    assert exact.compute().mean[0] == 1.0
 
 
 def test_boundary_f_hand_example() -> None:

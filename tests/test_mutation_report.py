@@ -48,3 +48,37 @@ def test_runs_in_parts_add_up_and_a_changed_file_is_checked_again(report, tmp_pa
     # a.py changes: its stored results no longer describe it
     (tmp_path / "ocnet_edu" / "a.py").write_text("x = 3\n")
     assert report.read_results() == {"ocnet_edu/a.py": {}, "ocnet_edu/b.py": {"b.g__mutmut_1": "killed"}}
+
+
+def test_area_runs_mutate_their_area_with_their_own_tests(report, tmp_path):
+    repository = Path(__file__).resolve().parents[1]
+    (tmp_path / "pyproject.toml").write_text((repository / "pyproject.toml").read_text())
+    tomllib = pytest.importorskip("tomllib")
+    areas = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["ocnet_edu"]["mutation"]["tests"]
+    mutated = tomllib.loads((tmp_path / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
+    covered = []
+    for area, files in areas.items():
+        config = tomllib.loads(report.area_pyproject(area))
+        mutmut = config["tool"]["mutmut"]
+        assert mutmut["pytest_add_cli_args_test_selection"][: len(files)] == files
+        assert "not slow" in mutmut["pytest_add_cli_args_test_selection"][-1]
+        assert mutmut["only_mutate"] and all(g.startswith("ocnet_edu/" + area.replace(".", "/")) for g in mutmut["only_mutate"])
+        assert all((repository / f).is_file() for f in files)
+        assert config["tool"]["pytest"] == tomllib.loads((repository / "pyproject.toml").read_text())["tool"]["pytest"]
+        covered += mutmut["only_mutate"]
+    assert sorted(covered) == sorted(mutated)  # every mutated module is in exactly one area
+    assert report.area_of_module("nn.isa") == "nn" and report.area_of_module("data.transforms.xǁComposeǁ__call__") == "data.transforms"
+    with pytest.raises(SystemExit, match="model"):
+        report.area_of_module("model")
+    work = report.prepare_area("heads")
+    assert (work / "ocnet_edu").resolve() == (tmp_path / "ocnet_edu").resolve()
+
+
+def test_an_area_run_overrides_a_run_of_everything(report, tmp_path):
+    (tmp_path / "ocnet_edu" / "a.py").write_text("x = 1\n")
+    _meta(tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 0, "a.f__mutmut_2": 1})  # mutants/ (a run from the root)
+    area = tmp_path / "mutants" / "a"
+    path = area / "mutants" / "ocnet_edu" / "a.py.meta"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"exit_code_by_key": {"a.f__mutmut_1": 1, "a.f__mutmut_2": None}}))
+    assert report.read_mutmut_results() == {"ocnet_edu/a.py": {"a.f__mutmut_1": "killed", "a.f__mutmut_2": "killed"}}

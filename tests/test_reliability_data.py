@@ -56,6 +56,11 @@ def test_random_scale_does_not_depend_on_the_thread_count():
     for threads, seed, (img, lab) in outputs:
         ref_img, ref_lab = outputs[seed][2]
         assert torch.equal(img, ref_img) and torch.equal(lab, ref_lab), (threads, seed)
+    # ... and it is the one-thread result, which a DataLoader worker (one thread) computes too
+    for _, seed, (img, _) in outputs[:4]:
+        with torch_threads(1):
+            one_thread = torch.nn.functional.interpolate(image[None], size=img.shape[1:], mode="bilinear")[0]
+        assert torch.equal(img, one_thread), seed
     before = torch.get_num_threads()
     with torch_threads(1):
         assert torch.get_num_threads() == 1
