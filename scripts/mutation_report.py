@@ -21,11 +21,13 @@ mutants judged equivalent (one line each with the reason) from ``docs/mutation/e
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -149,6 +151,67 @@ def read_equivalent() -> dict[str, str]:
     return reasons
 
 
+EINOPS_FUNCTIONS = {"rearrange", "reduce", "repeat", "einsum", "pack", "unpack"}
+EINOPS_RENAME = ("an einops pattern with its axes renamed (upper/lower case) on both sides, in a call that gives no axis "
+                 "size by keyword: the same operation (recognised by scripts/mutation_report.py)")
+
+
+def mutant_source(source: str, function: str) -> ast.AST | None:
+    """The syntax tree of the mutated copy of ``source`` (``ocnet_edu/...py``) that defines
+    ``function`` (``x_f__mutmut_3``): in an area run's directory, or in ``mutants/`` of a run from the
+    repository root (each holds the whole package, mutated in its own area); None without one."""
+    for path in [*sorted(MUTANTS.glob(f"*/mutants/{source}")), MUTANTS / source]:
+        if path.is_file() and f"def {function}(" in (text := path.read_text()):
+            return ast.parse(text)
+    return None
+
+
+def _function(tree: ast.AST, name: str) -> ast.FunctionDef | None:
+    return next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name), None)
+
+
+def is_einops_rename(name: str, source: str) -> bool:
+    """Whether mutant ``name`` of ``source`` only changes the case of an einops pattern passed straight
+    to an einops function without keyword arguments (``"n h w -> n 1 h w"`` to ``"N H W -> N 1 H W"``):
+    the axis names are labels, so when they stay distinct the operation is the same. With an axis
+    size given by keyword (``g=4``) the renamed pattern fails, so such calls are not accepted here."""
+    function = name.rsplit(".", 1)[-1]
+    tree = mutant_source(source, function)
+    if tree is None:
+        return False
+    mutant, original = _function(tree, function), _function(tree, function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+    if mutant is None or original is None:
+        return False
+    strings = [[n for n in ast.walk(f) if isinstance(n, ast.Constant) and isinstance(n.value, str)] for f in (original, mutant)]
+    changed = [(a, b) for a, b in zip(*strings) if a.value != b.value]
+    if len(strings[0]) != len(strings[1]) or len(changed) != 1:
+        return False
+    before, after = changed[0]
+    tokens = set(re.findall(r"[A-Za-z_]\w*", before.value))
+    if before.value.casefold() != after.value.casefold() or len({t.casefold() for t in tokens}) != len(tokens):
+        return False
+    calls = [n for n in ast.walk(mutant) if isinstance(n, ast.Call) and any(a is after for a in n.args)]
+    if not calls or calls[0].keywords:
+        return False
+    func = calls[0].func
+    if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) not in EINOPS_FUNCTIONS:
+        return False
+    after.value = before.value  # otherwise the same function?
+    return [ast.dump(n) for n in (*original.args.args, *original.body)] == [ast.dump(n) for n in (*mutant.args.args, *mutant.body)]
+
+
+def record_einops_renames(results: dict[str, dict[str, str]], equivalent: dict[str, str]) -> dict[str, str]:
+    """Add the surviving einops renames (:func:`is_einops_rename`) not yet listed to ``equivalent.tsv``,
+    where they can be read and reviewed like the others; return the updated reasons."""
+    found = {name: EINOPS_RENAME for source, mutants in results.items() for name, status in mutants.items()
+             if status == "survived" and name not in equivalent and is_einops_rename(name, source)}
+    if found:
+        EQUIVALENT.parent.mkdir(parents=True, exist_ok=True)
+        with EQUIVALENT.open("a") as f:
+            f.writelines(f"{name}\t{reason}\n" for name, reason in sorted(found.items()))
+    return {**equivalent, **found}
+
+
 def area(source: str) -> str:
     """The core area a file belongs to: ``nn``, ``heads``, ``engine``, or the module's own name."""
     parts = source.removesuffix(".py").split("/")[1:]
@@ -185,6 +248,7 @@ def write_report() -> str:
     ``mutants/`` and the store; return the report's text."""
     results, equivalent = read_results(), read_equivalent()
     store_results(results)
+    equivalent = record_einops_renames(results, equivalent)
     by_file: dict[str, Counter] = {}
     by_area: dict[str, Counter] = defaultdict(Counter)
     survivors, explained = [], []
@@ -214,7 +278,8 @@ def write_report() -> str:
         "mutmut runs, for each mutant, only those of them that called the mutated function. A mutant is *killed* when a test fails, *timeout* when the tests ran far longer",
         "than unmutated (counted as killed), *survived* when every test passed, *no tests* when no test calls",
         "its function (a gap, counted against the score), *equivalent* when it survived and",
-        "`docs/mutation/equivalent.tsv` says why no test can tell it from the original.",
+        "`docs/mutation/equivalent.tsv` says why no test can tell it from the original (the script adds the",
+        "einops patterns whose axes a mutant only renames by case, with that reason; the others are written by hand).",
         "**killed** = (killed + timeout) / (all − equivalent − not checked).",
         "",
         f"Checked so far: {sum(total.values()) - total['not checked']} of {sum(total.values())} mutants"

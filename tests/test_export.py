@@ -59,7 +59,8 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
 
 # Every head is exported in CI; in mutation runs only the first, which covers export.py: the others
 # compare a head's ONNX graph with the same head in PyTorch, so a mutant of the head's arithmetic
-# changes both sides alike (their tests are in test_heads.py), and they take ~110 s of a survivor's run.
+# changes both sides alike, and they take ~110 s of a survivor's run. Where the two sides take
+# different code (Pyramid-OC's regions one by one under export) test_heads.py checks both paths.
 @pytest.mark.parametrize("context", [context if i == 0 else pytest.param(context, marks=pytest.mark.mirror)
                                      for i, context in enumerate(HEAD_OPTIONS)])
 def test_head_exports_with_dynamic_size(context, tmp_path, one_thread):

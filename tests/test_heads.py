@@ -14,17 +14,23 @@ from ocnet_edu.heads import (
     CONTEXT_MODULE_NAMES,
     ASPOC,
     CGNLBlock,
+    CGNLHead,
     ContextOutput,
     ChannelAttention,
     CrissCrossAttention,
     EfficientAttention,
+    EfficientAttentionHead,
+    PPM,
     PyramidOC,
+    RCCAHead,
     build_context_module,
     context_module_options,
     map_regions,
     region_index_map,
     region_sizes,
 )
+from ocnet_edu.heads import pyramid_oc
+from ocnet_edu.heads.pyramid_oc import interval_bounds
 from ocnet_edu.experiments.efficiency import TABLE4_INPUT, TABLE4_NOTES
 from ocnet_edu.paper import table_path
 from ocnet_edu.profiling import count_gflops
@@ -219,16 +225,36 @@ def test_every_pixel_is_in_exactly_one_region(k):
         assert box == counts[region]
 
 
+@pytest.fixture(params=["bands", "one_by_one"])
+def region_path(request, monkeypatch):
+    """map_regions's two paths: the batched bands, and the regions one by one that an export traces."""
+    monkeypatch.setattr(pyramid_oc, "exporting", lambda: request.param == "one_by_one")
+    return request.param
+
+
+@pytest.mark.parametrize("length", [1, 5, 6, 7, 11, 12, 13, 97])
 @pytest.mark.parametrize("k", [1, 2, 3, 6])
-def test_map_regions_puts_every_pixel_back_in_place(k):
+def test_interval_bounds_tile_the_axis_with_the_region_sizes(length, k):
+    if length < k:
+        return
+    bounds = interval_bounds(length, k)
+    assert [stop - start for start, stop in bounds] == list(region_sizes(length, k))
+    assert bounds[0][0] == 0 and bounds[-1][1] == length
+    assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:]))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+def test_map_regions_puts_every_pixel_back_in_place(k, region_path):
     x = torch.arange(2 * 3 * HEIGHT * WIDTH).reshape(2, 3, HEIGHT, WIDTH)
     assert torch.equal(map_regions(x, k, lambda regions: regions), x)
 
 
 @pytest.mark.parametrize("k", [2, 3, 6])
-def test_map_regions_hands_each_region_to_fn_exactly(k):
+@pytest.mark.parametrize("size", [(HEIGHT, WIDTH), (12, 13)])
+def test_map_regions_hands_each_region_to_fn_exactly(k, size, region_path):
     """With fn = 'replace every pixel by its region's mean', the output equals a reference built
     from the region index map: fn saw exactly the pixels of one region at a time."""
+    HEIGHT, WIDTH = size
     x = torch.randn(2, 3, HEIGHT, WIDTH, dtype=torch.float64)
     out = map_regions(x, k, lambda regions: regions.mean(dim=(2, 3), keepdim=True).expand_as(regions))
     index = region_index_map(HEIGHT, WIDTH, k)
@@ -323,6 +349,73 @@ def test_cgnl_group_norm_keeps_only_the_sign_of_each_group_scalar():
     with torch.no_grad():
         block.phi.weight.mul_(-1.0)  # flips every sign
     assert (block(x) - y).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("use_scale", [False, True])
+def test_cgnl_block_before_its_group_norm_is_its_definition(use_scale):
+    """z(θ · Σ_{c,h,w} φ g) per channel group, divided by √(c·h·w) with ``use_scale``: checked
+    before the GroupNorm, which divides every group's magnitude out again."""
+    torch.manual_seed(0)
+    block = CGNLBlock(16, planes=8, channel_groups=4, use_scale=use_scale).double().eval()
+    block.norm = torch.nn.Identity()
+    x = torch.randn(2, 16, 5, 3, dtype=torch.float64)
+    split = "b (g c) h w -> b g c h w"
+    phi, g, theta = (rearrange(conv(x), split, g=4) for conv in (block.phi, block.g, block.theta))
+    scalar = (phi * g).sum(dim=(2, 3, 4))  # [b, g]
+    if use_scale:
+        scalar = scalar / (2 * 5 * 3) ** 0.5  # c·h·w = (8 / 4)·5·3
+    reference = block.z(rearrange(theta * scalar[..., None, None, None], "b g c h w -> b (g c) h w")) + x
+    torch.testing.assert_close(block(x), reference)
+
+
+def test_cgnl_options_reach_the_block():
+    assert CGNLBlock(16).channel_groups == 8 and CGNLBlock(16).theta.out_channels == 8  # CGNL's defaults
+    assert CGNLBlock(16).use_scale is False
+    block = CGNLBlock(16, channel_groups=4)
+    # CGNL's 1×1 convolutions have no bias, and z is grouped like the channels
+    assert all(conv.bias is None for conv in (block.theta, block.phi, block.g, block.z)) and block.z.groups == 4
+    for planes, channels in ((6, 16), (8, 18)):  # either one not divisible by the groups
+        with pytest.raises(ValueError, match=r"divisible by channel_groups \(4\)"):
+            CGNLBlock(channels, planes=planes, channel_groups=4)
+    head = CGNLHead(IN_CHANNELS, channels=16, planes=4, channel_groups=2, use_scale=True, post_conv=False)
+    assert head.cgnl.theta.out_channels == 4 and head.cgnl.channel_groups == 2 and head.cgnl.use_scale is True
+    assert isinstance(head.refine, torch.nn.Identity)
+    default = CGNLHead(IN_CHANNELS, channels=16, channel_groups=2)
+    assert default.cgnl.use_scale is False and default.refine[0].kernel_size == (3, 3)
+
+
+def test_efficient_attention_options_and_their_checks():
+    block = EfficientAttention(16)
+    assert block.heads == 1 and block.keys.out_channels == 8 and block.values.out_channels == 8
+    head = EfficientAttentionHead(IN_CHANNELS, channels=16, key_channels=4, value_channels=6, heads=2)
+    assert (head.attention.keys.out_channels, head.attention.values.out_channels, head.attention.heads) == (4, 6, 2)
+    assert EfficientAttentionHead(IN_CHANNELS, channels=16).attention.heads == 1
+    for keys, values in ((4, 6), (6, 4)):  # either one not divisible by the heads
+        with pytest.raises(ValueError, match=r"divisible by heads \(4\)"):
+            EfficientAttention(16, key_channels=keys, value_channels=values, heads=4)
+
+
+def test_ppm_is_its_definition():
+    """Eq. 22's pyramid: each level is pooled to b×b, projected, upsampled bilinearly (pixel
+    centres aligned) and concatenated with the input before the fusion conv."""
+    torch.manual_seed(0)
+    ppm = PPM(8, channels=6, bins=(1, 2, 3), reduction_channels=4).double().eval()
+    assert all(level[0].out_channels == 4 for level in ppm.levels)
+    assert PPM(8, bins=(1, 2)).levels[0][0].out_channels == 4  # in_channels // len(bins)
+    x = torch.randn(2, 8, 7, 5, dtype=torch.float64)
+    levels = [torch.nn.functional.interpolate(level(torch.nn.functional.adaptive_avg_pool2d(x, b)), size=(7, 5),
+                                              mode="bilinear", align_corners=False)
+              for b, level in zip((1, 2, 3), ppm.levels)]
+    torch.testing.assert_close(ppm(x), ppm.fuse(torch.cat([x, *levels], dim=1)))
+
+
+def test_rcca_options_reach_the_attention():
+    head = RCCAHead(IN_CHANNELS, channels=16, key_channels=4)
+    assert head.recurrence == 2 and head.cca.query.out_channels == 4  # CCNet's R = 2
+    assert head.refine[0].kernel_size == (3, 3) and head.fuse[0].kernel_size == (3, 3)
+    for bad in (True, 1.5, -1):
+        with pytest.raises(ValueError, match="recurrence"):
+            RCCAHead(IN_CHANNELS, channels=16, recurrence=bad)
 
 
 # ---------------------------------------------------------------------------------------------

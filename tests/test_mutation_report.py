@@ -82,3 +82,47 @@ def test_an_area_run_overrides_a_run_of_everything(report, tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"exit_code_by_key": {"a.f__mutmut_1": 1, "a.f__mutmut_2": None}}))
     assert report.read_mutmut_results() == {"ocnet_edu/a.py": {"a.f__mutmut_1": "killed", "a.f__mutmut_2": "killed"}}
+
+
+MUTATED = '''
+from einops import rearrange
+
+
+def x_f__mutmut_orig(x, g):
+    y = rearrange(x, "(b g) c -> b g c", g=g)
+    return rearrange(y, "b g c -> b (g c)")
+
+
+def x_f__mutmut_1(x, g):
+    y = rearrange(x, "(b g) c -> b g c", g=g)
+    return rearrange(y, "B G C -> B (G C)")
+
+
+def x_f__mutmut_2(x, g):
+    y = rearrange(x, "(B G) C -> B G C", g=g)
+    return rearrange(y, "b g c -> b (g c)")
+
+
+def x_f__mutmut_3(x, g):
+    y = rearrange(x, "(b g) c -> b g c", g=g)
+    return rearrange(y, "XXb g c -> b (g c)XX")
+
+
+def x_f__mutmut_4(x, g):
+    y = rearrange(x, "(b g) c -> b g c", g=g + 1)
+    return rearrange(y, "B G C -> B (G C)")
+'''
+
+
+def test_einops_renames_are_recognised_and_recorded(report, tmp_path):
+    (tmp_path / "ocnet_edu" / "a.py").write_text("x = 1\n")
+    path = tmp_path / "mutants" / "a" / "mutants" / "ocnet_edu" / "a.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(MUTATED)
+    found = {n: report.is_einops_rename(f"ocnet_edu.a.x_f__mutmut_{n}", "ocnet_edu/a.py") for n in range(1, 5)}
+    # 1: renamed, no sizes by keyword; 2: an axis size given by keyword (g=g) would no longer match;
+    # 3: not a change of case; 4: a second change beside the rename
+    assert found == {1: True, 2: False, 3: False, 4: False}
+    results = {"ocnet_edu/a.py": {f"ocnet_edu.a.x_f__mutmut_{n}": "survived" for n in range(1, 5)}}
+    reasons = report.record_einops_renames(results, {})
+    assert list(reasons) == ["ocnet_edu.a.x_f__mutmut_1"] and report.read_equivalent() == reasons
