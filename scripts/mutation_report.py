@@ -11,8 +11,7 @@ Run from the repository root (``make mutation`` installs mutmut and calls this):
 (``[tool.ocnet_edu.mutation.tests]`` in ``pyproject.toml``) as mutmut's test selection (mutants and
 their results stay in ``mutants/``, which is not committed), times it, appends the run (command, modules, wall time, machine) to
 ``docs/mutation/runs.jsonl`` and rewrites the report. ``report`` reads the results of the last
-run of every mutant from ``mutants/**/*.meta`` (of the area runs, and of a run of everything from
-the repository root) merged with the committed store
+run of every mutant from the area runs' ``mutants/<area>/mutants/**/*.meta`` merged with the committed store
 ``docs/mutation/results.json`` (results of earlier runs, per source file with its SHA-256, used
 while the file is unchanged), rewrites the store, and takes the runs from ``runs.jsonl`` and the
 mutants judged equivalent (one line each with the reason) from ``docs/mutation/equivalent.tsv``.
@@ -91,19 +90,15 @@ def source_digest(source: str) -> str:
 
 
 def read_mutmut_results() -> dict[str, dict[str, str]]:
-    """``{source file: {mutant name: status}}`` from mutmut's ``*.py.meta`` files: those of the area
-    runs (``mutants/<area>/mutants/``), and of a run of everything at once from the repository root
-    (``mutants/``, mutmut's own layout), where an area run has not checked the mutant."""
+    """``{source file: {mutant name: status}}`` from mutmut's ``*.py.meta`` files of the area runs
+    (``mutants/<area>/mutants/``; each area's directory holds the results of the files it mutates)."""
     results: dict[str, dict[str, str]] = {}
-    roots = [MUTANTS, *sorted(p / "mutants" for p in MUTANTS.glob("*") if (p / "mutants").is_dir())]
-    for root in roots:  # later roots (the area runs) win
+    for root in sorted(p / "mutants" for p in MUTANTS.glob("*") if (p / "mutants").is_dir()):
         for meta in sorted(root.glob("ocnet_edu/**/*.py.meta")):
             data = json.loads(meta.read_text())
-            source = meta.relative_to(root).as_posix().removesuffix(".meta")
-            mutants = results.setdefault(source, {})
-            for name, code in sorted(data["exit_code_by_key"].items()):
-                if status_of(code) != "not checked" or name not in mutants:
-                    mutants[name] = status_of(code)
+            if data["exit_code_by_key"]:
+                source = meta.relative_to(root).as_posix().removesuffix(".meta")
+                results[source] = {name: status_of(code) for name, code in sorted(data["exit_code_by_key"].items())}
     return results
 
 
@@ -158,9 +153,9 @@ EINOPS_RENAME = ("an einops pattern with its axes renamed (upper/lower case) on 
 
 def mutant_source(source: str, function: str) -> ast.AST | None:
     """The syntax tree of the mutated copy of ``source`` (``ocnet_edu/...py``) that defines
-    ``function`` (``x_f__mutmut_3``): in an area run's directory, or in ``mutants/`` of a run from the
-    repository root (each holds the whole package, mutated in its own area); None without one."""
-    for path in [*sorted(MUTANTS.glob(f"*/mutants/{source}")), MUTANTS / source]:
+    ``function`` (``x_f__mutmut_3``) in an area run's directory (each holds the whole package,
+    mutated in its own area); None without one."""
+    for path in sorted(MUTANTS.glob(f"*/mutants/{source}")):
         if path.is_file() and f"def {function}(" in (text := path.read_text()):
             return ast.parse(text)
     return None
@@ -263,6 +258,8 @@ def write_report() -> str:
             counts[status] += 1
         by_file[source] = counts
         by_area[area(source)] += counts
+    for name in area_tests() if (ROOT / "pyproject.toml").exists() else ():
+        by_area.setdefault(name, Counter())  # an area never run: a row of zeros, its total unknown
     total = sum(by_area.values(), Counter())
     runs = [json.loads(line) for line in RUNS.read_text().splitlines()] if RUNS.exists() else []
     stale = sorted(set(equivalent) - {name for name, _ in explained})

@@ -13,14 +13,17 @@ from ocnet_edu.heads import (
     ASPP,
     CONTEXT_MODULE_NAMES,
     ASPOC,
+    BaseOC,
     CGNLBlock,
     CGNLHead,
     ContextOutput,
     ChannelAttention,
     CrissCrossAttention,
+    DANetHead,
     EfficientAttention,
     EfficientAttentionHead,
     PPM,
+    PositionAttention,
     PyramidOC,
     RCCAHead,
     build_context_module,
@@ -30,6 +33,7 @@ from ocnet_edu.heads import (
     region_sizes,
 )
 from ocnet_edu.heads import pyramid_oc
+from ocnet_edu.heads.ocp import build_ocp, run_ocp
 from ocnet_edu.heads.pyramid_oc import interval_bounds
 from ocnet_edu.experiments.efficiency import TABLE4_INPUT, TABLE4_NOTES
 from ocnet_edu.paper import table_path
@@ -312,13 +316,62 @@ def test_criss_cross_attention_equals_masked_dense_attention():
     assert torch.equal(self_in_column, torch.zeros_like(self_in_column))
 
 
+def test_position_attention_equals_dense_self_attention():
+    """DANet's PAM: y = γ · SA(x) + x, the relation a softmax over all positions."""
+    torch.manual_seed(0)
+    block = PositionAttention(8, key_channels=3)
+    with torch.no_grad():
+        block.gamma.fill_(0.5)
+    x = torch.randn(2, 8, 5, 4)
+    y, relation = block(x, return_relations=True)
+    query, key, value = (rearrange(conv(x), "b c h w -> b (h w) c") for conv in (block.query, block.key, block.value))
+    reference_relation = torch.einsum("bnc,bmc->bnm", query, key).softmax(dim=-1)
+    attended = rearrange(torch.einsum("bnm,bmc->bnc", reference_relation, value), "b (h w) c -> b c h w", h=5)
+    torch.testing.assert_close(relation, reference_relation)
+    torch.testing.assert_close(y, 0.5 * attended + x)
+    torch.testing.assert_close(block(x), y)  # without the relation: the output alone
+    assert block.query.out_channels == 3 and PositionAttention(16).query.out_channels == 2  # C // 8
+    assert PositionAttention(4).query.out_channels == 1  # at least one channel
+
+
+def test_danet_head_sums_its_two_branches():
+    torch.manual_seed(0)
+    head = DANetHead(IN_CHANNELS, channels=16, key_channels=4).eval()
+    with torch.no_grad():
+        head.position.gamma.fill_(0.5)
+        head.channel.gamma.fill_(0.3)
+    x = torch.randn(2, IN_CHANNELS, 6, 5)
+    position = head.refine_position(head.position(head.reduce_position(x)))
+    channel = head.refine_channel(head.channel(head.reduce_channel(x)))
+    torch.testing.assert_close(head(x), position + channel)
+    assert head.position.query.out_channels == 4
+    assert all(branch[0].kernel_size == (3, 3) for branch in (head.reduce_position, head.refine_position,
+                                                               head.reduce_channel, head.refine_channel))
+
+
 def test_channel_attention_is_softmax_of_negative_energy():
     torch.manual_seed(0)
     x = torch.randn(2, 6, 4, 3)
     block = ChannelAttention()
-    _, relation = block(x, return_relations=True)
+    with torch.no_grad():
+        block.gamma.fill_(0.5)
+    y, relation = block(x, return_relations=True)
     flat = rearrange(x, "b c h w -> b c (h w)")
     torch.testing.assert_close(relation, (-torch.einsum("bcn,bdn->bcd", flat, flat)).softmax(dim=-1))
+    attended = rearrange(torch.einsum("bcd,bdn->bcn", relation, flat), "b c (h w) -> b c h w", h=4)
+    torch.testing.assert_close(y, 0.5 * attended + x)
+
+
+@pytest.mark.parametrize("head_class", ["ASPOC", "BaseOC"])
+def test_oc_heads_pass_their_options_to_their_ocp(head_class):
+    options = dict(key_channels=4, value_channels=6, groups=(2, 3), stages=("local", "global"))
+    head = ASPOC(IN_CHANNELS, channels=16, dilations=(1, 2), **options) if head_class == "ASPOC" else BaseOC(IN_CHANNELS, channels=16, **options)
+    built = build_ocp(kind="isa", in_channels=16, out_channels=16, **options)  # ocp="isa" is the default
+    assert isinstance(head.ocp, InterlacedSparseSelfAttention)
+    assert head.ocp.groups == (2, 3) and head.ocp.stages == ("local", "global")
+    assert {k: v.shape for k, v in head.ocp.state_dict().items()} == {k: v.shape for k, v in built.state_dict().items()}
+    if head_class == "ASPOC":
+        assert head.reduce[0].bias is None and ASPOC(IN_CHANNELS, channels=16, reduce_bias=True).reduce[0].bias is not None
 
 
 @pytest.mark.parametrize("heads", [1, 2])
@@ -425,8 +478,25 @@ def test_rcca_options_reach_the_attention():
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError) as error:
         build_context_module("base_oc")
-    for name in CONTEXT_MODULE_NAMES:
-        assert name in str(error.value)
+    assert str(error.value).endswith("valid names: " + ", ".join(CONTEXT_MODULE_NAMES))
+
+
+def test_build_ocp_passes_its_channels_and_flavour():
+    sa = build_ocp("sa", 16, key_channels=4, value_channels=6, out_channels=10)
+    assert isinstance(sa, SelfAttention) and sa.flavour.name == "paper"  # the default flavour
+    assert (sa.theta[0][0].out_channels, sa.delta.out_channels, sa.rho.out_channels) == (4, 6, 10)
+    isa = build_ocp("isa", 16)
+    assert isa.flavour.name == "paper" and isa.groups == (8, 8) and isa.stages == ("global", "local")
+    for option, value in (("groups", (2, 2)), ("stages", ("local",))):
+        with pytest.raises(ValueError, match=f"option '{option}' only applies to the ISA OCP"):
+            build_ocp("sa", 16, **{option: value})
+
+
+def test_run_ocp_without_downsampling_is_the_ocp():
+    torch.manual_seed(0)
+    ocp = build_ocp("sa", 8).eval()
+    x = torch.randn(1, 8, 5, 6)
+    assert torch.equal(run_ocp(ocp, x), ocp(x))  # downsample = 1 by default
 
 
 def test_unknown_option_is_named():

@@ -24,7 +24,7 @@ def report(tmp_path, monkeypatch):
 
 
 def _meta(root: Path, source: str, codes: dict) -> None:
-    path = root / "mutants" / f"{source}.meta"
+    path = root / "mutants" / "area" / "mutants" / f"{source}.meta"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"exit_code_by_key": codes}))
 
@@ -72,16 +72,6 @@ def test_area_runs_mutate_their_area_with_their_own_tests(report, tmp_path):
         report.area_of_module("model")
     work = report.prepare_area("heads")
     assert (work / "ocnet_edu").resolve() == (tmp_path / "ocnet_edu").resolve()
-
-
-def test_an_area_run_overrides_a_run_of_everything(report, tmp_path):
-    (tmp_path / "ocnet_edu" / "a.py").write_text("x = 1\n")
-    _meta(tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 0, "a.f__mutmut_2": 1})  # mutants/ (a run from the root)
-    area = tmp_path / "mutants" / "a"
-    path = area / "mutants" / "ocnet_edu" / "a.py.meta"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"exit_code_by_key": {"a.f__mutmut_1": 1, "a.f__mutmut_2": None}}))
-    assert report.read_mutmut_results() == {"ocnet_edu/a.py": {"a.f__mutmut_1": "killed", "a.f__mutmut_2": "killed"}}
 
 
 MUTATED = '''
