@@ -147,7 +147,7 @@ def read_equivalent() -> dict[str, str]:
 
 
 EINOPS_FUNCTIONS = {"rearrange", "reduce", "repeat", "einsum", "pack", "unpack"}
-EINOPS_RENAME = ("an einops pattern with its axes renamed (upper/lower case) on both sides, in a call that gives no axis "
+EINOPS_RENAME = ("an einops or einsum pattern with its axes renamed (upper/lower case) on both sides, in a call that gives no axis "
                  "size by keyword: the same operation (recognised by scripts/mutation_report.py)")
 
 

@@ -33,7 +33,7 @@ from ocnet_edu.heads import (
     region_sizes,
 )
 from ocnet_edu.heads import pyramid_oc
-from ocnet_edu.heads.ocp import build_ocp, run_ocp
+from ocnet_edu.heads.ocp import build_ocp, check_downsample, run_ocp
 from ocnet_edu.heads.pyramid_oc import interval_bounds
 from ocnet_edu.experiments.efficiency import TABLE4_INPUT, TABLE4_NOTES
 from ocnet_edu.paper import table_path
@@ -487,6 +487,20 @@ def test_build_ocp_passes_its_channels_and_flavour():
     assert (sa.theta[0][0].out_channels, sa.delta.out_channels, sa.rho.out_channels) == (4, 6, 10)
     isa = build_ocp("isa", 16)
     assert isa.flavour.name == "paper" and isa.groups == (8, 8) and isa.stages == ("global", "local")
+    assert isa.out_channels == 16 and build_ocp("isa", 16, out_channels=10).out_channels == 10
+    with pytest.raises(ValueError, match=r"unknown OCP kind 'dense'; valid kinds: \['sa', 'isa'\]"):
+        build_ocp("dense", 16)
+    for bad in (0, True, 1.0):
+        with pytest.raises(ValueError, match="ocp_downsample must be a positive int"):
+            check_downsample(bad)
+
+
+@pytest.mark.parametrize("name", ["none", "base_oc_isa", "asp_oc_sa", "pyramid_oc_sa"])
+def test_heads_reduce_with_the_papers_conv_bn_relu_by_default(name):
+    """The 3×3 reduction is conv (no bias) → BN → ReLU unless a published flavour asks for more."""
+    head = build_context_module(name, IN_CHANNELS, channels=16)
+    conv, _, act = head.reduce
+    assert conv.kernel_size == (3, 3) and conv.bias is None and type(act) is torch.nn.ReLU
     for option, value in (("groups", (2, 2)), ("stages", ("local",))):
         with pytest.raises(ValueError, match=f"option '{option}' only applies to the ISA OCP"):
             build_ocp("sa", 16, **{option: value})
