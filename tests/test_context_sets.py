@@ -1,5 +1,7 @@
 """Context sets: PPM (Eq. 22), ASPP (Eq. 2), object context and the binary relation (Eq. 3)."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,23 @@ def test_object_context_and_binary_relation():
     assert rel.dtype == torch.float32 and torch.equal(rel, rel.T)
     assert torch.equal(rel.diagonal(), torch.tensor([1.0, 1, 1, 1, 1, 0]))
     assert object_context(labels, ignore_index=None)[5, 5]
+    two_ignored = torch.tensor([7, 3, 7, 3])  # class 7 as the ignore label: pixels 0 and 2
+    assert object_context(two_ignored, ignore_index=7).nonzero().tolist() == [[1, 1], [1, 3], [3, 1], [3, 3]]
+    assert torch.equal(binary_relation_matrix(two_ignored, ignore_index=7), object_context(two_ignored, 7).float())
+
+
+def test_context_masks_are_bool_and_made_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch.meshgrid without indexing= warns
+        masks = [aspp_context((5, 4), rates=(1,)), ppm_context((4, 4), 2), object_context(torch.tensor([0, 1, 0]))]
+    assert all(mask.dtype == torch.bool for mask in masks)
+    assert aspp_context((1, 4), rates=(1,)).shape == (4, 4)  # a single row is a grid too
+    for bad in ((0, 4), (4, 0)):
+        with pytest.raises(ValueError, match="size must be a positive int N or a pair"):
+            aspp_context(bad)
+    for rates in ((2.5,), (0,), (3, -1)):
+        with pytest.raises(ValueError, match=r"^rates must be positive ints"):
+            aspp_context(8, rates)
 
 
 def test_binary_relation_invariant_to_class_permutation():

@@ -125,8 +125,9 @@ def test_dense_relation_rejects_unbatched_and_unused_relations(relations):
     ],
 )
 def test_bad_argument_is_named(call, name):
-    """Each malformed argument raises ``ValueError`` whose message names it."""
-    with pytest.raises(ValueError, match=name):
+    """Each malformed argument raises ``ValueError`` whose message names it, spelled as in the
+    signature (a whole word: not inside another word, not in other case)."""
+    with pytest.raises(ValueError, match=rf"(?<!\w){name}(?!\w)"):
         call()
 
 
@@ -167,3 +168,33 @@ def test_grouped_attention_checks_groups():
 def test_self_attention_rejects_bool_widths():
     with pytest.raises(ValueError, match="out_channels"):
         SelfAttention(8, out_channels=True)
+
+
+def test_smallest_grouping_and_the_divisibility_message():
+    """N = P = 1 is a valid grouping; N not a multiple of P is refused with the reason."""
+    assert torch.equal(permutation_matrix(1, 1), torch.ones(1, 1)) and eq23_columns(1, 1).tolist() == [0]
+    with pytest.raises(ValueError, match=r"^num_positions=12 is not divisible by num_groups=5; the interlaced grouping needs N = P·Q$"):
+        permutation_matrix(12, 5)
+    for call, message in ((lambda: permutation_matrix(0, 1), "num_positions must be a positive int, got 0"),
+                          (lambda: permutation_matrix(4, 0), "num_groups must be a positive int, got 0"),
+                          (lambda: eq23_columns(0, 1), "num_positions must be a positive int, got 0"),
+                          (lambda: eq23_columns(4, 0), "num_groups must be a positive int, got 0")):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            call()
+
+
+def test_visualize_relation_checks_both_relations():
+    # size (4, 8), groups (2, 2): Q = (2, 4); global relation [P, Q, Q] = [4, 8, 8], local [Q, P, P] = [8, 4, 4]
+    right_global, right_local = torch.ones(4, 8, 8), torch.ones(8, 4, 4)
+    for global_rel, local_rel in ((right_global, torch.ones(8, 4, 5)), (torch.ones(4, 8, 9), right_local)):
+        with pytest.raises(ValueError, match=r"expected relations of shapes \(4, 8, 8\) and \(8, 4, 4\) \(one image\)"):
+            visualize_relation(0, 0, (4, 8), 2, global_rel, local_rel)
+    with pytest.raises(ValueError, match=r"^global_relation and local_relation must be tensors \(one image's relations\)$"):
+        visualize_relation(0, 0, (4, 8), 2, right_global.tolist(), right_local)
+
+
+def test_transform_free_isa_names_the_shape_it_got_and_returns_what_is_asked():
+    with pytest.raises(ValueError, match=r"x must be a 4-D tensor \[B, C, H, W\], got shape \(3, 4, 4\)"):
+        transform_free_isa(torch.randn(3, 4, 4), 2)
+    y = transform_free_isa(torch.randn(1, 3, 4, 4), 2)
+    assert isinstance(y, torch.Tensor) and y.shape == (1, 3, 4, 4)

@@ -84,3 +84,25 @@ def test_bad_inputs():
         reach([])
     with pytest.raises(ValueError, match=r"\[N, N\]"):
         reach([torch.ones(2, 3, dtype=torch.bool)])
+
+
+def test_hop_distances_of_a_chain_and_of_pairs_never_reached():
+    # a step that joins each pixel to its right neighbour (and keeps itself), on 3 pixels:
+    # 0 reaches 1 after one step and 2 after two; nothing flows leftwards
+    step = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)  # [output i, input j]
+    assert hop_distances([step, step]).tolist() == [[1, -1, -1], [1, 1, -1], [2, 1, 1]]
+    assert hop_distances([torch.eye(2, dtype=torch.bool)]).dtype == torch.int64
+
+
+def test_reach_of_float_steps_and_of_no_step():
+    step = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # 0/1 floats, read as booleans
+    assert [r.tolist() for r in reach([step])] == [[[True, False], [True, True]]]
+    with pytest.raises(ValueError, match="^a mechanism needs at least one step$"):
+        reach([])
+
+
+def test_dependency_support_of_a_per_pixel_map_with_more_channels_than_rows():
+    # a 1×1 convolution mixes channels but not pixels: each output pixel depends on itself only
+    conv = torch.nn.Conv2d(5, 3, kernel_size=1).double()
+    x = torch.randn(1, 5, 2, 3, dtype=torch.double)
+    assert torch.equal(dependency_support(conv, x), torch.eye(6, dtype=torch.bool))

@@ -105,8 +105,9 @@ def object_context(labels: torch.Tensor, ignore_index: int | None = 255) -> torc
     flat = _flat_labels(labels)
     same = flat[:, None] == flat[None, :]
     if ignore_index is not None:
-        labelled = flat != ignore_index
-        same &= labelled[:, None] & labelled[None, :]
+        # an unlabelled pixel has the same label only as other unlabelled pixels: clearing their
+        # rows clears their columns too (the relation stays symmetric)
+        same &= rearrange(flat != ignore_index, "n -> n 1")
     return same
 
 
