@@ -198,3 +198,20 @@ def test_transform_free_isa_names_the_shape_it_got_and_returns_what_is_asked():
         transform_free_isa(torch.randn(3, 4, 4), 2)
     y = transform_free_isa(torch.randn(1, 3, 4, 4), 2)
     assert isinstance(y, torch.Tensor) and y.shape == (1, 3, 4, 4)
+
+
+def test_affine_form_names_the_type_it_got():
+    with pytest.raises(ValueError, match="^module must be a SelfAttention or an InterlacedSparseSelfAttention, got Conv2d$"):
+        affine_form(nn.Conv2d(3, 3, 1))
+
+
+def test_conv_matrix_of_a_bias_free_convolution_keeps_its_dtype():
+    # conv(x) = x A + a per pixel; a bias-free float64 conv has a float64 zero offset (the
+    # products of affine_form, a @ B, need one dtype)
+    from ocnet_edu.nn.relation import _conv_matrix
+
+    conv = nn.Conv2d(3, 2, 1, bias=False).double()
+    weight, bias = _conv_matrix(conv)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert bias.dtype == torch.float64 and torch.equal(bias, torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(x @ weight + bias, conv(x[:, :, None, None])[:, :, 0, 0])

@@ -82,3 +82,22 @@ def test_closed_forms_with_default_widths():
 def test_window_needs_a_divisible_map():
     with pytest.raises(ValueError, match="P_h"):
         zc.window_flops(10, 12, 8, (4, 4))
+
+
+def test_odd_widths_round_down_like_the_modules():
+    """With an odd C the default widths C // 2 and C // 8 round down, in the modules and the formulas."""
+    h, w, c = 6, 10, 17
+    assert counted(PositionAttention(c), c, h, w) == zc.position_attention_flops(h, w, c)  # d = 2
+    # below C = 8 the key width is 1 (the counter cannot check it: an einsum over one channel runs as a
+    # broadcast product, not a matrix product, and is not counted)
+    assert PositionAttention(4).query.out_channels == 1
+    assert zc.position_attention_flops(h, w, 4) == zc.position_attention_flops(h, w, 4, key_channels=1)
+    assert counted(CGNLBlock(c, channel_groups=1), c, h, w) == zc.cgnl_flops(h, w, c, None, 1)
+    assert counted(EfficientAttention(c), c, h, w) == zc.efficient_attention_flops(h, w, c)
+    assert counted(ObjectRegionContext(c, 5), c, h, w) == zc.ocr_flops(h, w, c, 5)
+
+
+def test_sa_on_a_pooled_map_with_other_widths():
+    sa = SelfAttention(16, 4, 6, 10).to("meta").eval()
+    flops = counted(sa, 16, 12, 16, lambda x: run_ocp(sa, x, 2))
+    assert flops == zc.sa_downsampled_flops(12, 16, 16, 2, 4, 6, 10) == sa_flops(6, 8, 16, 4, 6, 10)
