@@ -215,3 +215,27 @@ def test_conv_matrix_of_a_bias_free_convolution_keeps_its_dtype():
     x = torch.randn(5, 3, dtype=torch.float64)
     assert bias.dtype == torch.float64 and torch.equal(bias, torch.zeros(2, dtype=torch.float64))
     torch.testing.assert_close(x @ weight + bias, conv(x[:, :, None, None])[:, :, 0, 0])
+
+
+def test_algorithm1_and_axial_stages_refuse_what_they_cannot_do():
+    from ocnet_edu.nn.reference import algorithm1_isa
+    from ocnet_edu.nn.zoo import AxialAttention
+
+    identity = lambda t: t  # noqa: E731
+    for size in ((5, 4), (4, 5)):  # one axis not divisible is enough
+        with pytest.raises(ValueError, match=rf"^Algorithm 1 needs H % P_h == 0 and W % P_w == 0, got \({size[0]}, {size[1]}\) and \(2, 2\)$"):
+            algorithm1_isa(torch.randn(1, 3, *size), identity, identity, 2, 2)
+    with pytest.raises(ValueError, match=r"^unknown stage 'diagonal'; valid: \('row', 'column'\)$"):
+        AxialAttention(8).stage("diagonal")
+
+
+def test_flavour_and_window_messages_name_the_value():
+    from ocnet_edu.nn.flavour import Flavour
+    from ocnet_edu.nn.zoo import WindowAttention
+
+    with pytest.raises(ValueError, match=r"^rho must be one of \('conv', 'conv_bn_act'\), got 'bn'$"):
+        Flavour("mine", rho="bn")
+    with pytest.raises(ValueError, match=r"^pool must be one of \('avg-ceil', 'max-floor'\), got 'max'$"):
+        Flavour("mine", pool="max")
+    with pytest.raises(ValueError, match=r"^the map \(5, 4\) is not a multiple of the window \(2, 2\)$"):
+        WindowAttention(4, (2, 2))(torch.randn(1, 4, 5, 4))

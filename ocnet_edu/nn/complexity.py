@@ -82,7 +82,7 @@ def _isa_stage_flops(stage: str, h: int, w: int, channels: int, groups: int | Se
     over ``P`` (local)."""
     d, e, c_out = _widths(channels, key_channels, value_channels, out_channels)
     p, q = _group_sizes(h, w, groups)
-    n_groups, group_size = (p, q) if stage == "global" else (q, p)
+    n_groups, group_size = {"global": (p, q), "local": (q, p)}[stage]
     return transform_flops(h * w, channels, d, e, c_out) + attention_flops(n_groups, group_size, d, e)
 
 
