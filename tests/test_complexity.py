@@ -83,3 +83,15 @@ def test_padding_is_refused():
         isa_flops(10, 16, 8, (4, 4))
     with pytest.raises(ValueError, match="groups"):
         isa_global_flops(16, 16, 8, (0, 4))
+
+
+def test_flop_counts_are_integers():
+    """Counts of multiply-adds are whole numbers: every division in the formulas is exact."""
+    from ocnet_edu.nn import complexity
+
+    for value in (complexity.isa_global_flops(12, 16, 32, (3, 4)), complexity.isa_local_flops(12, 16, 32, (3, 4)),
+                  complexity.isa_flops(12, 16, 32, (3, 4)), complexity.sa_flops(12, 16, 32)):
+        assert type(value) is int, value
+    # the ISA total is the sum of its stages, the local one with the output width for its input and output
+    assert complexity.isa_flops(12, 16, 32, (3, 4), 8, 12, 20) == (
+        complexity.isa_global_flops(12, 16, 32, (3, 4), 8, 12, 20) + complexity.isa_local_flops(12, 16, 20, (3, 4), 8, 12, 20))

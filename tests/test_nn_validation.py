@@ -239,3 +239,23 @@ def test_flavour_and_window_messages_name_the_value():
         Flavour("mine", pool="max")
     with pytest.raises(ValueError, match=r"^the map \(5, 4\) is not a multiple of the window \(2, 2\)$"):
         WindowAttention(4, (2, 2))(torch.randn(1, 4, 5, 4))
+
+
+def test_relation_messages_list_the_shapes_and_types_they_got(relations):
+    global_rel, local_rel = relations  # size (4, 8), groups (2, 2): [B, 4, 8, 8] and [B, 8, 4, 4]
+    with pytest.raises(ValueError, match=r"; got shapes \{'global': \(2, 4, 8, 9\), 'local': None\}$"):
+        dense_relation(torch.ones(2, 4, 8, 9), None, (2, 2), (4, 8), stages=("global",))
+    with pytest.raises(ValueError, match=r"^local_relation must be a tensor, got list$"):
+        dense_relation(global_rel, local_rel.tolist(), (2, 2), (4, 8))
+    with pytest.raises(ValueError, match=r"^blocks must be a tensor \[\.\.\., G, n, n\], got list$"):
+        block_diagonal([[[1.0]]])
+
+
+def test_block_diagonal_keeps_the_dtype_and_the_default_order_is_local():
+    from ocnet_edu.nn.relation import block_diagonal as bd
+
+    blocks = torch.arange(8, dtype=torch.float64).reshape(2, 2, 2) / 3
+    out = bd(blocks)
+    assert out.dtype == torch.float64 and torch.equal(out[:2, :2], blocks[0]) and torch.equal(out[2:, 2:], blocks[1])
+    assert torch.equal(raster_permutation((4, 6), 2), raster_permutation((4, 6), 2, "local"))
+    assert not torch.equal(raster_permutation((4, 6), 2), raster_permutation((4, 6), 2, "global"))
