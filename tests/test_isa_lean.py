@@ -120,21 +120,25 @@ def test_eval_batch_norm_is_folded_only_where_it_is_a_plain_affine_map():
     assert seen == [torch.Size([15, 6, 1, 1])]                   # a hooked norm runs as a module
 
 
+@pytest.mark.parametrize("grad", [True, False])  # training pads and rearranges; inference scatters by index
 @pytest.mark.parametrize("stage", ["global", "local"])
-@pytest.mark.parametrize("size", [(5, 7), (8, 8)])
-def test_grouping_a_padded_map_is_padding_then_rearranging(stage, size):
+@pytest.mark.parametrize("size", [(5, 7), (8, 8), (11, 5)])
+def test_grouping_a_padded_map_is_padding_then_rearranging(stage, size, grad):
     from ocnet_edu.nn.isa_lean import RASTER, ROW_PATTERNS, group_rows, ungroup_rows
 
     groups, batch, padded = (2, 4), 2, (-(-size[0] // 2) * 2, -(-size[1] // 4) * 4)
-    rows = torch.randn(batch, size[0] * size[1], 3, requires_grad=True)
+    rows = torch.randn(batch, size[0] * size[1], 3, requires_grad=grad)
     raster = torch.nn.functional.pad(rearrange(rows, "b (h w) c -> b h w c", h=size[0]),
                                      (0, 0, 0, padded[1] - size[1], 0, padded[0] - size[0]))
     expected = rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=2, pw=4)
-    grouped = group_rows(rows, stage, groups, size, padded)
+    with torch.set_grad_enabled(grad):
+        grouped = group_rows(rows, stage, groups, size, padded)
+        back = ungroup_rows(grouped, stage, groups, batch, size, padded)
     assert torch.equal(grouped, expected)
-    assert torch.equal(ungroup_rows(grouped, stage, groups, batch, size, padded), rows)
-    (grad,) = torch.autograd.grad(grouped.square().sum(), rows)
-    assert torch.equal(grad, 2 * rows)                           # every pixel once, the padding nowhere
+    assert torch.equal(back, rows)
+    if grad:
+        (gradient,) = torch.autograd.grad(grouped.square().sum(), rows)
+        assert torch.equal(gradient, 2 * rows)                   # every pixel once, the padding nowhere
 
 
 def test_products_in_blocks_change_nothing(monkeypatch):

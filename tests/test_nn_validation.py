@@ -6,6 +6,9 @@ matrix; now it raises ``ValueError`` naming the expected shapes. Integer and sha
 checked for type (int, not bool/float) and range, with messages naming the argument.
 """
 
+import re
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -259,3 +262,55 @@ def test_block_diagonal_keeps_the_dtype_and_the_default_order_is_local():
     assert out.dtype == torch.float64 and torch.equal(out[:2, :2], blocks[0]) and torch.equal(out[2:, 2:], blocks[1])
     assert torch.equal(raster_permutation((4, 6), 2), raster_permutation((4, 6), 2, "local"))
     assert not torch.equal(raster_permutation((4, 6), 2), raster_permutation((4, 6), 2, "global"))
+
+
+def test_check_int_messages_say_what_was_wanted():
+    from ocnet_edu.nn.layers import check_int, check_size
+
+    for value, minimum, message in ((-1, 0, "x must be a non-negative int, got -1"), (0, 1, "x must be a positive int, got 0"),
+                                    (1, 2, "x must be an int >= 2, got 1"), (2.0, None, "x must be an int, got 2.0 (float)")):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            check_int(value, "x", minimum)
+    with pytest.raises(ValueError, match=r"^size\[0\] must be a positive int, got 0$"):
+        check_size((0, 3), "size")
+
+
+def test_float32_region_turns_autocast_off_on_every_autocast_device():
+    from types import SimpleNamespace
+
+    from ocnet_edu.nn.layers import float32_region
+
+    for device in ("cuda", "cpu", "xpu", "mps"):  # a stand-in tensor: only its device type is read
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # autocast warns that a device is not available here
+            region = float32_region(SimpleNamespace(device=torch.device(device)))
+        assert isinstance(region, torch.autocast) and region.device == device and not region._enabled
+    assert not isinstance(float32_region(torch.empty(1, device="meta")), torch.autocast)
+
+
+def test_grouped_attention_map_checks_each_map():
+    x = torch.randn(1, 4, 4, 4)
+    for query, key, value in ((x, x, x[0]), (x, x[0], x), (x[0], x, x)):
+        with pytest.raises(ValueError, match=r"^query, key and value must be 4-D maps \[b, c, h, w\], got shapes \["):
+            grouped_attention(query, key, value, "global", (2, 2))
+    with pytest.raises(ValueError, match=r"got shapes \(query, key, value\) \[\(1, 4, 4, 4\), \(1, 3, 4, 4\), \(1, 4, 4, 4\)\]$"):
+        grouped_attention(x, x[:, :3], x, "global", (2, 2))
+    assert grouped_attention(x, x, x, "global", (2, 2)).relation is None  # the relation only when asked for
+    assert grouped_attention(x, x, x, "global", (2, 2), return_relations=True).relation.shape == (1, 4, 4, 4)
+
+
+def test_raster_permutation_refuses_with_the_reason():
+    with pytest.raises(ValueError, match=r"^size \(4, 5\) is not divisible by groups \(2, 2\); pad it first \(see padded_size\)$"):
+        raster_permutation((4, 5), 2)
+    with pytest.raises(ValueError, match=r"^size \(5, 4\) is not divisible by groups \(2, 2\)"):
+        raster_permutation((5, 4), 2)
+    with pytest.raises(ValueError, match=r"^order must be one of \('local', 'global'\), got 'raster'$"):
+        raster_permutation((4, 4), 2, "raster")
+
+
+def test_a_strided_nchw_view_is_regrouped_in_nchw():
+    from ocnet_edu.nn.isa import _memory_format
+
+    x = torch.randn(1, 3, 8, 8)
+    assert _memory_format(x[..., ::2]) == torch.contiguous_format
+    assert _memory_format(x.to(memory_format=torch.channels_last)) == torch.channels_last
