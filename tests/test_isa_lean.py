@@ -175,3 +175,26 @@ def test_training_with_frozen_batch_norm_recomputes_and_matches_explicit():
         module(x).square().mean().backward()
         grads.append([p.grad.clone() for p in module.parameters()])
     assert lean.recompute and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_the_export_path_computes_what_the_default_path_computes(size, monkeypatch):
+    """While exporting, ISA always pads (by Q·P − H ≥ 0), crops with index gathers and skips the
+    lean path: the same output, checked here without an exporter by switching the flag."""
+    from ocnet_edu.nn import isa as isa_module
+
+    module = make().eval()
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(x)
+        monkeypatch.setattr(isa_module, "exporting", lambda: True)
+        torch.testing.assert_close(module(x), expected)
+
+
+def test_selective_checkpointing_keeps_the_products_and_recomputes_the_rest():
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from ocnet_edu.nn.isa_lean import SAVED_OPS, _save_products
+
+    assert all(_save_products(None, op) == CheckpointPolicy.MUST_SAVE for op in SAVED_OPS)
+    assert _save_products(None, torch.ops.aten.relu.default) == CheckpointPolicy.PREFER_RECOMPUTE
