@@ -73,6 +73,13 @@ def test_recomputation_changes_nothing_but_memory(size):
     assert_same(with_recompute, without)
     counts = [b for b in with_recompute[2] if b.dtype == torch.long]
     assert counts and all(int(c) == 1 for c in counts)
+    # ... and it does hold less for backward (recompute is the module's default)
+    from ocnet_edu.profiling import saved_tensor_bytes
+
+    lean = copy.deepcopy(module)
+    held = saved_tensor_bytes(lean, x.clone().requires_grad_(True))
+    lean.recompute = False
+    assert make().recompute and held < saved_tensor_bytes(lean, x.clone().requires_grad_(True))
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])
