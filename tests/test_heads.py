@@ -488,6 +488,8 @@ def test_build_ocp_passes_its_channels_and_flavour():
     isa = build_ocp("isa", 16)
     assert isa.flavour.name == "paper" and isa.groups == (8, 8) and isa.stages == ("global", "local")
     assert isa.out_channels == 16 and build_ocp("isa", 16, out_channels=10).out_channels == 10
+    assert build_ocp("isa", 16, flavour="openseg").flavour.name == "openseg"
+    assert build_ocp("sa", 16, flavour="openseg").flavour.name == "openseg"
     with pytest.raises(ValueError, match=r"unknown OCP kind 'dense'; valid kinds: \['sa', 'isa'\]"):
         build_ocp("dense", 16)
     for bad in (0, True, 1.0):
