@@ -9,12 +9,13 @@ Run from the repository root (``make mutation`` installs mutmut and calls this):
 ``run`` calls ``mutmut run`` once per area (``nn``, ``heads``, ``engine``, ``losses``, ``metrics``,
 ``data.transforms``) in ``mutants/<area>/``, with the area's own test files
 (``[tool.ocnet_edu.mutation.tests]`` in ``pyproject.toml``) as mutmut's test selection (mutants and
-their results stay in ``mutants/``, which is not committed), times it, appends the run (command, modules, wall time, machine) to
-``docs/mutation/runs.jsonl`` and rewrites the report. ``report`` reads the results of the last
-run of every mutant from the area runs' ``mutants/<area>/mutants/**/*.meta`` merged with the committed store
-``docs/mutation/results.json`` (results of earlier runs, per source file with its SHA-256, used
-while the file is unchanged), rewrites the store, and takes the runs from ``runs.jsonl`` and the
-mutants judged equivalent (one line each with the reason) from ``docs/mutation/equivalent.tsv``.
+their results stay in ``mutants/``, which is not committed), times it, appends the run (command,
+modules, wall time, machine) to ``docs/mutation/runs.jsonl`` and rewrites the report. ``report``
+reads the results of the last run of every mutant from the area runs'
+``mutants/<area>/mutants/**/*.meta`` merged with the committed store ``docs/mutation/results.json``
+(results of earlier runs, per source file with its SHA-256, used while the file is unchanged),
+rewrites the store, and takes the runs from ``runs.jsonl`` and the mutants judged equivalent (one
+line each with the reason) from ``docs/mutation/equivalent.tsv``.
 """
 
 from __future__ import annotations
@@ -207,10 +208,17 @@ def record_einops_renames(results: dict[str, dict[str, str]], equivalent: dict[s
     return {**equivalent, **found}
 
 
-def area(source: str) -> str:
-    """The core area a file belongs to: ``nn``, ``heads``, ``engine``, or the module's own name."""
-    parts = source.removesuffix(".py").split("/")[1:]
-    return parts[0] if len(parts) > 1 and parts[0] in ("nn", "heads", "engine") else ".".join(parts)
+def matching_area(module: str, areas) -> str | None:
+    """The area of ``areas`` that holds ``module`` (a module, function or mutant name relative to
+    ``ocnet_edu``: ``nn.isa`` is in ``nn``), the longest that matches; None if none does."""
+    return next((name for name in sorted(areas, key=len, reverse=True)
+                 if module == name or module.startswith(name + ".")), None)
+
+
+def area(source: str, areas) -> str:
+    """The area a source file (``ocnet_edu/nn/isa.py``) belongs to, or the module's own name."""
+    module = ".".join(source.removesuffix(".py").split("/")[1:])
+    return matching_area(module, areas) or module
 
 
 def score(counts: Counter) -> str:
@@ -242,6 +250,7 @@ def write_report() -> str:
     """Rewrite ``docs/mutation/report.md`` (and the store, ``results.json``) from the results in
     ``mutants/`` and the store; return the report's text."""
     results, equivalent = read_results(), read_equivalent()
+    areas = area_tests() if (ROOT / "pyproject.toml").exists() else {}
     store_results(results)
     equivalent = record_einops_renames(results, equivalent)
     by_file: dict[str, Counter] = {}
@@ -257,8 +266,8 @@ def write_report() -> str:
                 survivors.append((name, status))
             counts[status] += 1
         by_file[source] = counts
-        by_area[area(source)] += counts
-    for name in area_tests() if (ROOT / "pyproject.toml").exists() else ():
+        by_area[area(source, areas)] += counts
+    for name in areas:
         by_area.setdefault(name, Counter())  # an area never run: a row of zeros, its total unknown
     total = sum(by_area.values(), Counter())
     runs = [json.loads(line) for line in RUNS.read_text().splitlines()] if RUNS.exists() else []
@@ -322,11 +331,11 @@ def write_report() -> str:
 def area_of_module(module: str) -> str:
     """The area (a key of ``[tool.ocnet_edu.mutation.tests]``) of a module, function or mutant name
     relative to ``ocnet_edu``: ``nn.isa`` is in ``nn``, ``data.transforms.xǁComposeǁ__call__`` in
-    ``data.transforms``."""
-    areas = sorted(area_tests(), key=len, reverse=True)
-    for name in areas:
-        if module == name or module.startswith(name + "."):
-            return name
+    ``data.transforms``; exits naming the areas if it is in none."""
+    areas = area_tests()
+    name = matching_area(module, areas)
+    if name is not None:
+        return name
     raise SystemExit(f"mutation_report: {module!r} is in none of the areas of "
                      f"[tool.ocnet_edu.mutation.tests] in pyproject.toml: {', '.join(sorted(areas))}")
 
@@ -373,15 +382,16 @@ def prepare_area(area_name: str) -> Path:
 def run(modules: list[str], jobs: int) -> int:
     """``mutmut run`` over ``modules`` (every area when empty), one area at a time in its own working
     directory with its own tests, timed and logged; then the report."""
+    tests = area_tests()
     by_area: dict[str, list[str]] = defaultdict(list)
-    for module in modules or sorted(area_tests()):
+    for module in modules or sorted(tests):
         by_area[area_of_module(module)].append(module)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.monotonic()
     code = 0
     for area_name, parts in by_area.items():
         command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *module_globs(parts)]
-        print(f"mutation_report: area {area_name} ({len(area_tests()[area_name])} test files)", flush=True)
+        print(f"mutation_report: area {area_name} ({len(tests[area_name])} test files)", flush=True)
         code = subprocess.run(command, env=env, cwd=prepare_area(area_name), check=False).returncode or code
     wall = time.monotonic() - start
     checked = sum(1 for m in read_results().values() for n, s in m.items()
