@@ -90,15 +90,35 @@ def source_digest(source: str) -> str:
     return hashlib.sha256((ROOT / source).read_bytes()).hexdigest()
 
 
+RUN_DIGESTS = "sources.json"
+
+
+def write_run_digests(work: Path) -> None:
+    """Record, in ``mutants/<area>/sources.json``, the digest of every source file as a run of the
+    area starts: mutmut's results there are of those versions (it regenerates the mutants of a
+    changed function at each run), and only while a file keeps its digest are they its results."""
+    digests = {path.relative_to(ROOT).as_posix(): source_digest(path.relative_to(ROOT).as_posix())
+               for path in sorted((ROOT / "ocnet_edu").rglob("*.py"))}
+    (work / RUN_DIGESTS).write_text(json.dumps(digests, indent=0, sort_keys=True) + "\n")
+
+
+def read_run_digests(work: Path) -> dict[str, str]:
+    """The digests :func:`write_run_digests` recorded for an area (none before its first run)."""
+    path = work / RUN_DIGESTS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def read_mutmut_results() -> dict[str, dict[str, str]]:
     """``{source file: {mutant name: status}}`` from mutmut's ``*.py.meta`` files of the area runs
     (``mutants/<area>/mutants/``; each area's directory holds the results of the files it mutates)."""
     results: dict[str, dict[str, str]] = {}
     for root in sorted(p / "mutants" for p in MUTANTS.glob("*") if (p / "mutants").is_dir()):
+        generated_from = read_run_digests(root.parent)
         for meta in sorted(root.glob("ocnet_edu/**/*.py.meta")):
             data = json.loads(meta.read_text())
-            if data["exit_code_by_key"]:
-                source = meta.relative_to(root).as_posix().removesuffix(".meta")
+            source = meta.relative_to(root).as_posix().removesuffix(".meta")
+            # results of a version of the file other than the checkout's are not this file's results
+            if data["exit_code_by_key"] and (ROOT / source).exists() and generated_from.get(source) == source_digest(source):
                 results[source] = {name: status_of(code) for name, code in sorted(data["exit_code_by_key"].items())}
     return results
 
@@ -392,7 +412,9 @@ def run(modules: list[str], jobs: int) -> int:
     for area_name, parts in by_area.items():
         command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *module_globs(parts)]
         print(f"mutation_report: area {area_name} ({len(tests[area_name])} test files)", flush=True)
-        code = subprocess.run(command, env=env, cwd=prepare_area(area_name), check=False).returncode or code
+        work = prepare_area(area_name)
+        write_run_digests(work)
+        code = subprocess.run(command, env=env, cwd=work, check=False).returncode or code
     wall = time.monotonic() - start
     checked = sum(1 for m in read_results().values() for n, s in m.items()
                   if any(fnmatch.fnmatchcase(n, g) for g in module_globs(modules) or ["ocnet_edu.*"]) and s != "not checked")

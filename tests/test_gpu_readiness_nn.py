@@ -29,6 +29,7 @@ from ocnet_edu.model import OCNet
 from ocnet_edu.nn import relation
 from ocnet_edu.nn.attention import SelfAttention
 from ocnet_edu.nn.isa import InterlacedSparseSelfAttention, grouped_attention
+from ocnet_edu.nn.tracing import crop
 
 # --- every parameter gets a gradient (DDP without find_unused_parameters) ----------------------------
 
@@ -137,6 +138,36 @@ def test_permutation_matrices_with_device_and_dtype_equal_the_defaults():
                        relation.permutation_matrix(12, 3).double())
     assert torch.equal(relation.raster_permutation_matrix((4, 6), (2, 3), "local", torch.float64, "cpu"),
                        relation.raster_permutation_matrix((4, 6), (2, 3)).double())
+    for order in ("global", "local"):  # S @ x_flat is x_flat in that order
+        pixels = torch.arange(24.0, dtype=torch.float64)
+        assert torch.equal(relation.raster_permutation_matrix((4, 6), (2, 3), order, torch.float64) @ pixels,
+                           pixels[relation.raster_permutation((4, 6), (2, 3), order)])
+
+
+def test_block_diagonal_keeps_the_dtype_of_its_blocks():
+    blocks = torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        assert relation.block_diagonal(blocks.to(dtype)).dtype == dtype
+
+
+def test_crop_gathers_on_the_device_of_its_input_for_any_leading_axes():
+    with CPUTensorCreations() as created:
+        out = crop(torch.empty(2, 3, 5, 7, device="meta"), (1, 4), (2, 6))
+    assert created.ops == [] and out.shape == (2, 3, 3, 4)
+    x = torch.arange(60.0).reshape(3, 4, 5)  # [C, H, W], and a bare [H, W]
+    assert torch.equal(crop(x, (1, 3), (0, 4)), x[..., 1:3, 0:4])
+    assert torch.equal(crop(x[0], (2, 4), (1, 5)), x[0, 2:4, 1:5])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_isa_default_path_on_a_padded_meta_map_creates_no_cpu_tensor(train):
+    """The lean path's index tensors (grouping a padded map by slot) and masks are made on the
+    input's device: meta stands in for CUDA, where a CPU index would fail."""
+    isa = InterlacedSparseSelfAttention(8, groups=(2, 2)).to("meta").train(train)
+    x = torch.empty(2, 8, 5, 7, device="meta", requires_grad=train)
+    with torch.set_grad_enabled(train), CPUTensorCreations() as created:
+        y = isa(x)
+    assert created.ops == [] and y.shape == (2, 8, 5, 7) and y.device.type == "meta"
 
 
 # --- float16: no overflow in DANet's channel attention and CGNL --------------------------------------

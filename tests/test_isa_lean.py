@@ -15,7 +15,7 @@ from einops import rearrange
 from ocnet_edu import InterlacedSparseSelfAttention, SelfAttention
 from ocnet_edu.nn.flavour import FLAVOURS
 from ocnet_edu.profiling import peak_tensor_bytes
-from helpers import randomize_batch_norm
+from helpers import RecordedOps, randomize_batch_norm
 
 SIZES = [(8, 8), (7, 9), (12, 20)]
 
@@ -139,10 +139,16 @@ def test_grouping_a_padded_map_is_padding_then_rearranging(stage, size, grad):
                                      (0, 0, 0, padded[1] - size[1], 0, padded[0] - size[0]))
     expected = rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=2, pw=4)
     with torch.set_grad_enabled(grad):
-        grouped = group_rows(rows, stage, groups, size, padded)
-        back = ungroup_rows(grouped, stage, groups, batch, size, padded)
+        with RecordedOps() as grouping:
+            grouped = group_rows(rows, stage, groups, size, padded)
+        with RecordedOps() as ungrouping:
+            back = ungroup_rows(grouped, stage, groups, batch, size, padded)
     assert torch.equal(grouped, expected)
     assert torch.equal(back, rows)
+    # the path taken: by slot only for a padded map without autograd, padding only with autograd
+    by_slot, padding = padded != size and not grad, padded != size and grad
+    assert ("index_copy_" in grouping.names, "constant_pad_nd" in grouping.names) == (by_slot, padding)
+    assert ("index_select" in ungrouping.names) == by_slot
     if grad:
         (gradient,) = torch.autograd.grad(grouped.square().sum(), rows)
         assert torch.equal(gradient, 2 * rows)                   # every pixel once, the padding nowhere
@@ -205,3 +211,91 @@ def test_selective_checkpointing_keeps_the_products_and_recomputes_the_rest():
 
     assert all(_save_products(None, op) == CheckpointPolicy.MUST_SAVE for op in SAVED_OPS)
     assert _save_products(None, torch.ops.aten.relu.default) == CheckpointPolicy.PREFER_RECOMPUTE
+
+
+# --- each fast path is taken where it is meant to be (the numbers are the same either way) ----------
+
+
+def test_only_a_plain_eval_batch_norm_without_autograd_is_folded():
+    from ocnet_edu.nn.isa_lean import _foldable_norm
+
+    class OwnNorm(torch.nn.BatchNorm2d):
+        pass
+
+    def hooked(register):
+        norm = torch.nn.BatchNorm2d(4).eval()
+        register(norm)(lambda *args: None)
+        return norm
+
+    norm = torch.nn.BatchNorm2d(4).eval()
+    with torch.no_grad():
+        assert _foldable_norm(norm) and _foldable_norm(torch.nn.SyncBatchNorm(4).eval())
+        for other in (torch.nn.BatchNorm2d(4), OwnNorm(4).eval(), torch.nn.BatchNorm2d(4, track_running_stats=False).eval(),
+                      hooked(lambda n: n.register_forward_hook), hooked(lambda n: n.register_forward_pre_hook)):
+            assert not _foldable_norm(other)
+    assert not _foldable_norm(norm)  # with autograd
+
+
+def test_a_1x1_convolution_with_valid_padding_is_a_plain_product():
+    from ocnet_edu.nn.isa_lean import _plain_1x1
+
+    assert _plain_1x1(torch.nn.Conv2d(4, 3, 1)) and _plain_1x1(torch.nn.Conv2d(4, 3, 1, padding="valid"))
+    assert not _plain_1x1(torch.nn.Conv2d(4, 3, 1, padding=1)) and not _plain_1x1(torch.nn.Conv2d(4, 4, 1, groups=2))
+
+
+def test_products_run_in_blocks_without_autograd_only(monkeypatch):
+    import ocnet_edu.nn.isa_lean as lean
+
+    monkeypatch.setattr(lean, "CHUNK_ROWS", 4)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 5, 1)
+    rows = torch.randn(2, 10, 3)  # 20 rows: more than two blocks
+    expected = torch.nn.functional.linear(rows, conv.weight[:, :, 0, 0], conv.bias)
+    with torch.no_grad(), RecordedOps() as ops:
+        out = lean.linear_1x1(conv, rows)
+    assert ops.count("addmm") == 5 and torch.allclose(out, expected)  # ⌈20 / 4⌉ blocks
+    rows.requires_grad_(True)  # with autograd one product (``out=`` products cannot be differentiated)
+    (gradient,) = torch.autograd.grad(lean.linear_1x1(conv, rows).sum(), rows)
+    assert torch.allclose(gradient, conv.weight[:, :, 0, 0].sum(0).expand_as(rows))
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_an_nchw_input_gives_an_nchw_output(flavour, size):
+    """ρ's first convolution writes NCHW directly (also when ρ is conv → BN → act). With split
+    zero padding the output is a window of that NCHW map, a view (no copy)."""
+    module = make(flavour).eval()
+    with torch.no_grad():
+        y = module(torch.randn(2, 6, *size, dtype=torch.float64))
+    padded = (8, 12) if module.flavour.padding == "zeros-split" and size == (7, 9) else size
+    assert y.shape == (2, 5, *size) and y.stride() == torch.empty(2, 5, *padded).stride()
+
+
+def test_lean_forward_recomputes_only_when_asked(monkeypatch):
+    import ocnet_edu.nn.isa_lean as lean
+
+    module, checkpointed = make().train(), []
+    real = lean._checkpointed
+    monkeypatch.setattr(lean, "_checkpointed", lambda fn, stage, *args: checkpointed.append(stage) or real(fn, stage, *args))
+    stages = [(name, module.stage(name)) for name in module.stages]
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64, requires_grad=True)
+    lean.lean_forward(stages, x, module.groups, (8, 8))
+    assert checkpointed == []
+    lean.lean_forward(stages, x, module.groups, (8, 8), recompute=True)
+    assert checkpointed == [module.stage("global"), module.stage("local")]
+
+
+def test_lean_forward_runs_a_sequence_of_three_stages():
+    """global → local → global: each ρ runs in the grouping of the stage after it."""
+    from ocnet_edu.nn.isa import grouped_attention
+    from ocnet_edu.nn.isa_lean import lean_forward
+
+    module = make().eval()  # 6 → 5 → 5 channels
+    third = randomize_batch_norm(copy.deepcopy(module.stage("local")))
+    stages = [("global", module.stage("global")), ("local", module.stage("local")), ("global", third)]
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = x
+        for name, stage in stages:
+            expected = stage.rho(grouped_attention(*stage.transforms(expected), name, module.groups).output)
+        torch.testing.assert_close(lean_forward(stages, x, module.groups, (8, 8)), expected)

@@ -186,6 +186,13 @@ def test_smallest_grouping_and_the_divisibility_message():
             call()
 
 
+@pytest.mark.parametrize("i, j", [(-1, 0), (4, 0), (0, -1), (0, 8), (4, 8)])
+def test_visualize_relation_refuses_a_pixel_outside_the_map(i, j):
+    with pytest.raises(ValueError, match=rf"^pixel \({i}, {j}\) is outside the map of size \(4, 8\)$"):
+        visualize_relation(i, j, (4, 8), 2, torch.ones(4, 8, 8), torch.ones(8, 4, 4))
+    assert visualize_relation(3, 7, (4, 8), 2, torch.ones(4, 8, 8), torch.ones(8, 4, 4))[2].shape == (4, 8)  # the last pixel
+
+
 def test_visualize_relation_checks_both_relations():
     # size (4, 8), groups (2, 2): Q = (2, 4); global relation [P, Q, Q] = [4, 8, 8], local [Q, P, P] = [8, 4, 4]
     right_global, right_local = torch.ones(4, 8, 8), torch.ones(8, 4, 4)

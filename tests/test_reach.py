@@ -96,7 +96,8 @@ def test_hop_distances_of_a_chain_and_of_pairs_never_reached():
 
 def test_reach_of_float_steps_and_of_no_step():
     step = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # 0/1 floats, read as booleans
-    assert [r.tolist() for r in reach([step])] == [[[True, False], [True, True]]]
+    (reached,) = reach([step])
+    assert reached.dtype == torch.bool and reached.tolist() == [[True, False], [True, True]]
     with pytest.raises(ValueError, match="^a mechanism needs at least one step$"):
         reach([])
 
@@ -106,3 +107,11 @@ def test_dependency_support_of_a_per_pixel_map_with_more_channels_than_rows():
     conv = torch.nn.Conv2d(5, 3, kernel_size=1).double()
     x = torch.randn(1, 5, 2, 3, dtype=torch.double)
     assert torch.equal(dependency_support(conv, x), torch.eye(6, dtype=torch.bool))
+
+
+def test_dependency_support_keeps_the_channel_mix_on_the_device_of_the_output():
+    """The mix is drawn on the CPU (the same numbers on every device), then moved: on meta, a
+    stand-in for CUDA, a mix left on the CPU would fail."""
+    x = torch.empty(1, 2, 3, 3, device="meta")
+    support = dependency_support(lambda t: 2 * t, x)
+    assert support.device.type == "meta" and support.shape == (9, 9)

@@ -70,6 +70,8 @@ def test_closed_forms_with_default_widths():
     h, w, c, k = 16, 24, 64, 7
     n, d = h * w, c // 8
     assert zc.danet_flops(h, w, c) == 2 * n * (2 * c * d + c * c) + 2 * n * n * (d + c) + 4 * n * c * c
+    assert zc.danet_flops(h, w, c, 5) == 2 * n * (2 * c * 5 + c * c) + 2 * n * n * (5 + c) + 4 * n * c * c
+    assert zc.sa_downsampled_flops(h, w, c) == sa_flops(h // 2, w // 2, c)  # "SA-2×": the default factor is 2
     assert zc.axial_flops(h, w, c) == 10 * n * c**2 + 2 * n * c * (h + w)
     assert zc.window_flops(h, w, c, 4) == 5 * n * c**2 + 2 * n * c * 16 == isa_local_flops(h, w, c, (4, 4))
     assert zc.efficient_attention_flops(h, w, c) == 2 * n * (c * 3 * c // 2 + c * c // 2 + c * c // 2)

@@ -66,7 +66,10 @@ def pixel_relation(model: torch.nn.Module, x: torch.Tensor, at: tuple[int, int])
         model: an :class:`~ocnet_edu.model.OCNet` whose context module has ``reduce`` and ``ocp``
             (SA or ISA, any flavour).
         x: the network input ``[1, 3, H, W]`` (already normalised).
-        at: pixel ``(x, y)`` of the image.
+        at: pixel ``(x, y)`` of the image, ``0 ≤ x < W``, ``0 ≤ y < H``.
+
+    Raises:
+        ValueError: ``at`` is not a pixel of the image (named as ``--relation-at``, its option).
 
     Returns:
         ``(relation [h, w], padded_mass)``: the weights the cell gives to every real cell (the
@@ -74,10 +77,14 @@ def pixel_relation(model: torch.nn.Module, x: torch.Tensor, at: tuple[int, int])
         paper's masked padding; openseg/mmseg's padded zeros take part as keys).
     """
     ocp = relation_ocp(model)
+    height, width = x.shape[-2:]
+    if not (0 <= at[0] < width and 0 <= at[1] < height):
+        raise ValueError(f"--relation-at {at[0]},{at[1]} is not a pixel of the image: x must be in 0..{width - 1} "
+                         f"and y in 0..{height - 1}")
     with torch.no_grad():
         reduced = model.context.reduce(model.backbone(x).out)
         h, w = reduced.shape[-2:]
-        row, col = min(at[1] * h // x.shape[-2], h - 1), min(at[0] * w // x.shape[-1], w - 1)
+        row, col = at[1] * h // height, at[0] * w // width  # the cell whose image area holds the pixel
         relation = ocp_relation(ocp, reduced)[0, row * w + col].reshape(h, w)
         return relation, float(1 - relation.sum()) if isinstance(ocp, InterlacedSparseSelfAttention) else 0.0
 

@@ -176,9 +176,11 @@ def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
 
 
 def group_slots(stage: str, groups: tuple[int, int], batch: int, size: tuple[int, int], padded: tuple[int, int],
-                device: torch.device | str = "cpu") -> torch.Tensor:
-    """``[b·h·w]`` int64: the row, among the flattened groups ``(g n)`` of ``stage`` on the padded map,
-    that each pixel of the unpadded raster (batch, then row-major) goes to. Padded pixels get none."""
+                device: torch.device | str) -> torch.Tensor:
+    """``[b·h·w]`` int64 on ``device`` (that of the rows it indexes; no default, so that no caller
+    indexes CUDA rows with a CPU tensor by forgetting it): the row, among the flattened groups
+    ``(g n)`` of ``stage`` on the padded map, that each pixel of the unpadded raster (batch, then
+    row-major) goes to. Padded pixels get none."""
     (height, width), (pad_h, pad_w) = size, padded
     raster = torch.arange(batch * pad_h * pad_w, device=device)
     pixel_of_slot = rearrange(raster, f"(b qh ph qw pw) -> {ROW_PATTERNS[stage].removesuffix(' c')}", b=batch,
@@ -265,8 +267,8 @@ def _attention(stage_module: nn.Module, rows: torch.Tensor, stage: str, geometry
     key = _grouped_transform(stage_module.phi, rows, stage, geometry, grouped)
     value = _grouped_transform(stage_module.delta, rows, stage, geometry, grouped)
     del rows
-    mask = None if grouped else _key_mask(stage, geometry["groups"], geometry["size"], geometry["padded"],
-                                          geometry["batch"], query.device)
+    # (None without padding, the only case in which the rows come grouped)
+    mask = _key_mask(stage, geometry["groups"], geometry["size"], geometry["padded"], geometry["batch"], query.device)
     return attend(query, key, value, key_mask=mask, fused=True).output
 
 
