@@ -1,5 +1,6 @@
 """scripts/mutation_report.py: results of runs in parts add up, and a changed file's results are dropped."""
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -24,9 +25,14 @@ def report(tmp_path, monkeypatch):
 
 
 def _meta(root: Path, source: str, codes: dict) -> None:
+    """mutmut's results for ``source`` in the area ``area``, of the sources as they are now (the digests
+    a run records as it starts)."""
     path = root / "mutants" / "area" / "mutants" / f"{source}.meta"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"exit_code_by_key": codes}))
+    digests = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in (root / "ocnet_edu").rglob("*.py")}
+    (root / "mutants" / "area" / "sources.json").write_text(json.dumps(digests))
 
 
 def test_runs_in_parts_add_up_and_a_changed_file_is_checked_again(report, tmp_path):
@@ -48,6 +54,13 @@ def test_runs_in_parts_add_up_and_a_changed_file_is_checked_again(report, tmp_pa
     # a.py changes: its stored results no longer describe it
     (tmp_path / "ocnet_edu" / "a.py").write_text("x = 3\n")
     assert report.read_results() == {"ocnet_edu/a.py": {}, "ocnet_edu/b.py": {"b.g__mutmut_1": "killed"}}
+    # nor do mutmut's own results of the older a.py, until a run has seen the new one
+    _meta(tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 1})
+    assert report.read_results()["ocnet_edu/a.py"] == {"a.f__mutmut_1": "killed"}
+    (tmp_path / "ocnet_edu" / "a.py").write_text("x = 4\n")
+    assert report.read_results()["ocnet_edu/a.py"] == {}
+    report.write_run_digests(tmp_path / "mutants" / "area")  # what a run records as it starts
+    assert report.read_results()["ocnet_edu/a.py"] == {"a.f__mutmut_1": "killed"}
 
 
 def test_area_runs_mutate_their_area_with_their_own_tests(report, tmp_path):
