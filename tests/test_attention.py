@@ -117,3 +117,33 @@ def test_relations_come_as_a_named_tuple(module):
     q = torch.randn(2, 6, 4)
     assert attend(q, q, q).relation is None
     assert attend(q, q, q, return_relations=True).relation.shape == (2, 6, 6)
+
+
+def test_attend_uses_the_fused_kernel_by_default_and_returns_a_relation_only_when_asked():
+    from helpers import RecordedOps
+
+    from ocnet_edu.nn.attention import attend
+
+    q, k, v = (torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    for fused, expected in ((None, True), (True, True), (False, False)):
+        with RecordedOps() as ops:
+            out = attend(q, k, v) if fused is None else attend(q, k, v, fused=fused)
+        assert out.relation is None and any("scaled_dot_product" in n for n in ops.names) == expected
+    explicit = attend(q, k, v, return_relations=True)
+    torch.testing.assert_close(explicit.output, out.output)
+    assert explicit.relation.shape == (2, 6, 6)
+
+
+def test_isa_asked_for_relations_runs_each_stage_as_its_flag_says():
+    """With relations the explicit softmax path is always taken; without, the stage's ``fused`` flag decides."""
+    from helpers import RecordedOps
+
+    from ocnet_edu.nn.isa import InterlacedSparseSelfAttention
+
+    isa = InterlacedSparseSelfAttention(8, groups=2).eval()
+    x = torch.randn(1, 8, 4, 6)
+    for fused, relations, expected in ((False, False, False), (True, False, True), (True, True, False)):
+        isa.fused = fused
+        with torch.no_grad(), RecordedOps() as ops:
+            isa(x, return_relations=relations)
+        assert any("scaled_dot_product" in n for n in ops.names) == expected

@@ -299,3 +299,70 @@ def test_lean_forward_runs_a_sequence_of_three_stages():
         for name, stage in stages:
             expected = stage.rho(grouped_attention(*stage.transforms(expected), name, module.groups).output)
         torch.testing.assert_close(lean_forward(stages, x, module.groups, (8, 8)), expected)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows, blocks", [(8, 1), (10, 3), (3, 1)])
+def test_products_run_in_blocks_beyond_two_blocks_of_rows(monkeypatch, rows, blocks, bias):
+    """Up to ``2 · CHUNK_ROWS`` rows one product, beyond it ``⌈M / CHUNK_ROWS⌉`` blocks (with and
+    without a bias: ``addmm`` or ``mm`` into the output)."""
+    import ocnet_edu.nn.isa_lean as lean
+
+    monkeypatch.setattr(lean, "CHUNK_ROWS", 4)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 5, 1, bias=bias)
+    x = torch.randn(1, rows, 3)
+    with torch.no_grad(), RecordedOps() as ops:
+        out = lean.linear_1x1(conv, x)
+    assert ops.count("addmm") + ops.count("mm") == blocks
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, conv.weight[:, :, 0, 0], conv.bias))
+
+
+def _block(*layers):
+    torch.manual_seed(0)
+    return randomize_batch_norm(torch.nn.Sequential(*layers))
+
+
+def _ops(module, rows, grad=False):
+    with torch.set_grad_enabled(grad), RecordedOps() as ops:
+        from ocnet_edu.nn.isa_lean import apply_pointwise
+
+        out = apply_pointwise(module, rows)
+    return out, ops.names
+
+
+def _as_map(module, rows):
+    """``module`` run as a map: the reference for ``apply_pointwise``."""
+    with torch.no_grad():
+        out = module(rearrange(rows, "g n c -> c (g n) 1").unsqueeze(0).clone())
+    return rearrange(out[0, :, :, 0], "c (g n) -> g n c", g=rows.shape[0])
+
+
+def test_pointwise_inference_folds_batch_norm_and_overwrites_only_its_own_products():
+    """Eval mode without autograd: conv → BN is one product (no batch-norm op), a ReLU after a
+    product runs in place on it, and the caller's rows are never overwritten."""
+    rows = torch.randn(2, 5, 4)
+    before = rows.clone()
+    conv = lambda: torch.nn.Conv2d(4, 4, 1)  # noqa: E731
+    cases = [
+        (_block(conv(), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval(), ["addmm", "relu_"]),
+        (_block(torch.nn.Sequential(conv(), torch.nn.BatchNorm2d(4)), torch.nn.ReLU()).eval(), ["addmm", "relu_"]),
+        (_block(conv(), torch.nn.ReLU()).eval(), ["addmm", "relu_"]),
+        (_block(torch.nn.ReLU(), conv()).eval(), ["relu", "addmm"]),  # the input itself: not in place
+        (_block(conv(), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), conv(), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).eval(),
+         ["addmm", "relu_", "addmm", "relu_"]),
+    ]
+    for module, expected in cases:
+        out, names = _ops(module, rows)
+        assert [n for n in names if n in ("addmm", "mm", "relu", "relu_", "convolution") or "batch_norm" in n] == expected
+        torch.testing.assert_close(out, _as_map(module, rows))
+        assert torch.equal(rows, before)
+
+
+def test_pointwise_batch_norm_in_training_or_with_autograd_runs_as_a_module():
+    rows = torch.randn(2, 5, 4)
+    module = _block(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    _, names = _ops(module.train(), rows)  # training statistics: not foldable, then an in-place ReLU
+    assert "convolution" not in names and any("batch_norm" in n for n in names) and "relu_" in names
+    _, names = _ops(module.eval(), rows, grad=True)  # autograd: a product, then batch-norm and ReLU as modules
+    assert "convolution" not in names and any("batch_norm" in n for n in names) and "relu_" not in names

@@ -321,3 +321,36 @@ def test_a_strided_nchw_view_is_regrouped_in_nchw():
     x = torch.randn(1, 3, 8, 8)
     assert _memory_format(x[..., ::2]) == torch.contiguous_format
     assert _memory_format(x.to(memory_format=torch.channels_last)) == torch.channels_last
+
+
+@pytest.mark.parametrize("widths, name, value", [((8, 0, 4, 8), "key_channels", 0), ((8, 4, 0, 8), "value_channels", 0),
+                                                 ((8, 4, 4, -2), "out_channels", -2), ((8, 4, 2.0, 8), "value_channels", 2.0)])
+def test_attention_widths_are_named_when_wrong_and_one_channel_is_enough(widths, name, value):
+    from ocnet_edu.nn.attention import attention_channels
+
+    with pytest.raises(ValueError, match=rf"^{name} must be a positive int, got {value!r}$"):
+        attention_channels(*widths)
+    assert attention_channels(2, 1, 1, 1) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("module", [SelfAttention(8), InterlacedSparseSelfAttention(8, groups=2)])
+def test_a_wrong_channel_count_names_the_module_and_both_counts(module):
+    x = torch.zeros(1, 4, 6, 5)
+    with pytest.raises(ValueError, match=rf"^{type(module).__name__} was built for 8 input channels, got 4 "
+                                         r"\(shape \(1, 4, 6, 5\)\)$"):
+        module(x)
+    assert module.in_channels == 8
+
+
+def test_the_blocks_of_the_heads_keep_their_options():
+    from ocnet_edu.nn.layers import activation, conv_bn_act, conv_bn_relu
+
+    assert type(activation()) is nn.ReLU and activation().inplace
+    leaky = activation(0.2)
+    assert type(leaky) is nn.LeakyReLU and leaky.negative_slope == 0.2 and leaky.inplace
+    block = conv_bn_relu(4, 6, 3, dilation=2)
+    assert (block[0].kernel_size, block[0].dilation, block[0].padding) == ((3, 3), (2, 2), (2, 2))
+    default = conv_bn_relu(4, 6)
+    assert (default[0].kernel_size, default[0].dilation) == ((1, 1), (1, 1)) and type(default[2]) is nn.ReLU
+    with pytest.raises(ValueError, match="^kernel_size must be odd for 'same' padding, got 2$"):
+        conv_bn_act(4, 6, 2)

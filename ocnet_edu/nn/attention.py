@@ -127,7 +127,7 @@ def attend(
         # the fused kernels eligible.
         q, k, v = (rearrange(t, "b n d -> b 1 n d").contiguous() for t in (query, key, value))
         mask = None if bias is None else rearrange(bias, "b 1 m -> b 1 1 m")
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # its default scale is 1/√d, Eq. 10's
         return AttentionOutput(rearrange(out, "b 1 n e -> b n e"), None)
     scores = torch.einsum("bnd,bmd->bnm", query, key) * scale
     if bias is not None:

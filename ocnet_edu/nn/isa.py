@@ -38,7 +38,7 @@ from torch import nn
 from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
 from ocnet_edu.nn.flavour import Flavour, get_flavour
 from ocnet_edu.nn.isa_lean import lean_forward
-from ocnet_edu.nn.layers import check_size
+from ocnet_edu.nn.layers import check_input, check_size
 from ocnet_edu.nn.tracing import crop, exporting
 
 __all__ = [
@@ -338,7 +338,7 @@ class InterlacedSparseSelfAttention(nn.Module):
             ``y [B, C_out, H, W]``, or :class:`ISAOutput` ``(y, global_relation, local_relation)``;
             a stage not in ``stages`` gives ``None``.
         """
-        self.stage(self.stages[0]).check_input(x)
+        check_input(x, self.in_channels, type(self).__name__)  # names this module, not its first stage
         window = None  # the rows and columns of the input inside the padded map
         if self.flavour.padding == "zeros-split":
             pad = _split_padding(tuple(x.shape[-2:]), self.groups)
