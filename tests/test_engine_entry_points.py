@@ -64,6 +64,7 @@ def test_predict_defaults_and_options_reach_the_prediction_loop(setup, monkeypat
     monkeypatch.setattr(predict_module, "predict_to_folder", _record(calls, ["written"]))
     assert predict_module.predict(cfg, checkpoint, tmp_path / "out") == ["written"]
     (model, dataset, out_dir, classes, device, scales, flip, window, train_ids, progress), options = calls[-1]
+    assert isinstance(model, torch.nn.Module) and not model.training  # the checkpoint's model, in eval mode
     assert (out_dir, classes, device.type, scales, flip, window, train_ids, progress, options) == (
         tmp_path / "out", 5, "cpu", (1.0,), False, None, False, True, {})
     assert len(dataset) == 2
@@ -94,3 +95,53 @@ def test_evaluate_published_defaults_and_output(monkeypatch, tmp_path):
     result = published_module.evaluate_published("openseg:isanet", "c.pth", "root", images=3, out=out, progress=False)
     assert list(scored[-1][0][1]) == [0, 1, 2] and scored[-1][1]["progress"] is False
     assert out.read_text() == json.dumps(result, indent=2)
+
+
+def test_predict_published_defaults_reach_the_session_and_the_prediction_loop(monkeypatch, tmp_path):
+    sessions, predicted = [], []
+    pipeline = published_module.PIPELINES["mmseg"]["none"]
+
+    def session(*args):
+        sessions.append(args)
+        return "model", "data", pipeline, 19
+
+    monkeypatch.setattr(published_module, "_session", session)
+    monkeypatch.setattr(published_module, "predict_to_folder", _record(predicted, ["p.png"]))
+    assert published_module.predict_published("mmseg:ocrnet", "c.pth", "root", tmp_path) == ["p.png"]
+    assert sessions[-1] == ("mmseg:ocrnet", "c.pth", "cityscapes", "root", "val", "none", None, "cpu")
+    assert predicted[-1] == (("model", "data", tmp_path, 19, "cpu", (1.0,), False),
+                             {"train_ids": False, "progress": True, "tta_options": pipeline.options()})
+    published_module.predict_published("mmseg:ocrnet", "c.pth", "root", tmp_path, train_ids=True, progress=False)
+    assert predicted[-1][1]["train_ids"] is True and predicted[-1][1]["progress"] is False
+
+
+def test_a_published_session_takes_the_classes_of_the_dataset_unless_given(monkeypatch, tmp_path):
+    loaded = []
+
+    class Model(torch.nn.Module):
+        preprocess = None
+
+    def load(checkpoint, source, arch, classes):
+        loaded.append((source, arch, classes))
+        return Model()
+
+    monkeypatch.setattr(published_module, "load_published", load)
+    monkeypatch.setattr(published_module, "published_dataset", lambda *args: "data")
+    checkpoint = tmp_path / "c.pth"
+    checkpoint.write_bytes(b"")
+    model, data, pipeline, classes = published_module._session("openseg:isanet", checkpoint, "cityscapes", tmp_path,
+                                                              "val", "ms-flip", None, "cpu")
+    assert (loaded[-1], classes, data, pipeline) == (("openseg", "isanet", 19), 19, "data",
+                                                     published_module.PIPELINES["openseg"]["ms-flip"])
+    assert published_module._session("openseg:isanet", checkpoint, "cityscapes", tmp_path, "val", "none", 7, "cpu")[3] == 7
+    with pytest.raises(ValueError, match=r"^--tta must be one of \('none', 'ms-flip'\), got 'flip'$"):
+        published_module._session("openseg:isanet", checkpoint, "cityscapes", tmp_path, "val", "flip", None, "cpu")
+
+
+def test_a_bad_published_name_lists_every_choice():
+    from ocnet_edu.zoo.published import ARCHS
+
+    choices = ", ".join(f"{source}:{arch}" for source in ARCHS for arch in ARCHS[source])
+    for text in ("openseg", "openseg:", "nosuch:isanet", "openseg:nosuch"):
+        with pytest.raises(ValueError, match=f"^--published takes SOURCE:ARCH, one of {choices}; got '{text}'$"):
+            published_module.parse_published(text)
