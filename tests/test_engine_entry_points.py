@@ -145,3 +145,13 @@ def test_a_bad_published_name_lists_every_choice():
     for text in ("openseg", "openseg:", "nosuch:isanet", "openseg:nosuch"):
         with pytest.raises(ValueError, match=f"^--published takes SOURCE:ARCH, one of {choices}; got '{text}'$"):
             published_module.parse_published(text)
+
+
+def test_loading_a_checkpoint_of_another_model_names_the_file(setup):
+    cfg, checkpoint = setup
+    other = load_config("configs/synthetic.yaml", ["data.synthetic_length=8", "model.num_classes=6",
+                                                    "model.context_options={channels: 16, groups: [2, 2]}"])
+    with pytest.raises(ckpt.CheckpointError, match=rf"^the checkpoint {checkpoint} was trained with another model"):
+        evaluate_module.load_model(other, checkpoint)
+    model = evaluate_module.load_model(cfg, checkpoint)
+    assert not model.training and next(model.parameters()).device.type == "cpu"

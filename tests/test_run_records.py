@@ -1,0 +1,99 @@
+"""What a run writes and reads back about itself: the metrics log, the model-config comparison of a
+checkpoint, the refusal of a final.pt, the scaler state, the epoch of a loader's samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ocnet_edu.engine import checkpoint as ckpt
+from ocnet_edu.engine.loader import EpochKeyed
+from ocnet_edu.engine.run_dir import WriteError
+from ocnet_edu.engine.train import _load_scaler
+from ocnet_edu.engine.train_log import MetricsWriter, _complete, read_rows
+
+
+def test_a_row_is_complete_when_every_field_is_a_number_and_only_the_loss_may_be_nan():
+    row = {"iteration": "3", "loss": "0.5", "lr": "0.01", "images_per_s": "2.0"}
+    assert _complete(row) and _complete({**row, "loss": "nan"})
+    for field in ("iteration", "lr", "images_per_s"):
+        assert not _complete({**row, field: "nan"})
+    assert not _complete({**row, "lr": None}) and not _complete({k: v for k, v in row.items() if k != "lr"})
+
+
+def test_the_metrics_log_writes_rows_and_tensorboard_and_names_itself_when_it_cannot(tmp_path):
+    path = tmp_path / "metrics.csv"
+    writer = MetricsWriter(path, 0)
+    logged = []
+    writer.tensorboard = type("Board", (), {"add_scalar": lambda self, *args: logged.append(args)})()
+    writer.write(1, 0.5, 0.01, 2.0)
+    writer.write(2, float("nan"), 0.009, 2.5)
+    assert logged == [("train/loss", 0.5, 1), ("train/lr", 0.01, 1), ("train/loss", logged[2][1], 2), ("train/lr", 0.009, 2)]
+    assert [r["iteration"] for r in read_rows(path, 1)] == ["1"] and len(read_rows(path, 2)) == 2
+    path.unlink()
+    path.mkdir()  # the log can no longer be opened for appending
+    with pytest.raises(WriteError, match=rf"^could not write the metrics log {path} \(IsADirectoryError: "):
+        writer.write(3, 0.4, 0.008, 2.0)
+
+
+def test_a_model_config_mismatch_lists_every_differing_leaf_with_absent_keys_named(tmp_path):
+    saved = {ckpt.MODEL_CONFIG: {"backbone": "resnet50", "options": {"groups": [8, 8], "old": 1}, "num_classes": 19}}
+    wanted = {"backbone": "resnet101", "options": {"groups": [8, 8], "new": 2}, "num_classes": 19, 3: "x"}
+    with pytest.raises(ckpt.CheckpointError) as error:
+        ckpt.check_model_config(saved, wanted, tmp_path / "c.pt")
+    assert str(error.value) == (
+        f"the checkpoint {tmp_path / 'c.pt'} was trained with another model than the config describes:\n"
+        "  model.3: checkpoint '<absent>', config 'x'\n"
+        "  model.backbone: checkpoint 'resnet50', config 'resnet101'\n"
+        "  model.options.new: checkpoint '<absent>', config 2\n"
+        "  model.options.old: checkpoint 1, config '<absent>'\n"
+        "use the run's own config.yaml, or set these keys to the checkpoint's values")
+    # a dict against a value is one difference, not a walk into the dict
+    with pytest.raises(ckpt.CheckpointError, match=r"model\.options: checkpoint 5, config \{'a': 1\}"):
+        ckpt.check_model_config({ckpt.MODEL_CONFIG: {"options": 5}}, {"options": {"a": 1}}, "c.pt")
+    ckpt.check_model_config({ckpt.MODEL_CONFIG: {"pretrained": "a.pth", "x": 1}}, {"pretrained": "b.pth", "x": 1}, "c.pt")
+
+
+def test_a_final_checkpoint_is_refused_for_resuming_naming_what_it_lacks():
+    with pytest.raises(ckpt.CheckpointError, match=r"^final\.pt is not a training checkpoint: it lacks "
+                                                   + ", ".join(k for k in ckpt.TRAINING_KEYS if k != "model") + r" \("):
+        ckpt.require_training_checkpoint({"model": {}}, "final.pt")
+
+
+def test_an_empty_scaler_state_leaves_an_enabled_scaler_fresh_and_says_so(capsys):
+    scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0)
+    _load_scaler(scaler, {}, announce=True)
+    assert capsys.readouterr().out == ("the checkpoint has no gradient-scaler state (it was saved without float16 "
+                                       "autocast); runtime.amp_dtype=float16 starts a fresh scaler\n")
+    assert scaler.get_scale() == 8.0
+    _load_scaler(scaler, {}, announce=False)
+    assert capsys.readouterr().out == ""  # said once, by the rank that announces
+
+
+class Stream(torch.utils.data.Dataset):
+    """A dataset whose samples depend on the epoch, counting how often the epoch is set."""
+
+    def __init__(self):
+        self.epoch, self.settings = 0, 0
+
+    def set_epoch(self, epoch):
+        self.epoch, self.settings = epoch, self.settings + 1
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return self.epoch * 10 + index
+
+
+def test_epoch_keyed_samples_set_the_epoch_only_when_it_changes():
+    data = Stream()
+    keyed = EpochKeyed(data)
+    assert [keyed[(0, 1)], keyed[(2, 1)], keyed[(2, 3)], keyed[(1, 0)]] == [1, 21, 23, 10]
+    assert data.settings == 2 and len(keyed) == 4  # epoch 0 is already set; 2 and 1 are set once each
+    assert EpochKeyed([5, 6])[(3, 1)] == 6  # a dataset without epochs is indexed as it is
+    fresh = Stream()
+    del fresh.epoch  # no epoch attribute yet: the first sample sets it
+    assert EpochKeyed(fresh)[(0, 2)] == 2 and fresh.settings == 1
