@@ -347,3 +347,22 @@ def test_one_loader_per_run_and_workers_see_the_epoch(tmp_path, monkeypatch):
             reference.set_epoch(epoch)
             want_image, want_label = reference[index]
             assert torch.equal(image, want_image) and torch.equal(label, want_label), (epoch, index)
+
+
+# ---------------------------------------------------------------- resume: no file, the rank's RNG state, another model
+def test_resume_takes_this_ranks_rng_state_or_the_last_one_and_refuses_another_model(tmp_path):
+    cfg = tiny_config(tmp_path)
+    state = setup(cfg, CPU)
+    assert not resume_from(state, tmp_path / "missing.pt", CPU) and state.iteration == 0
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    saved = ckpt.load(tmp_path / "checkpoint.pt")
+    other = dict(saved["rng"][0], torch=torch.Generator().manual_seed(123).get_state())
+    saved["rng"] = [saved["rng"][0], other]  # as two ranks wrote it
+    torch.save(saved, tmp_path / "two.pt")
+    for rank, expected in ((1, other["torch"]), (5, other["torch"]), (0, saved["rng"][0]["torch"])):
+        ctx = distributed.DistributedContext(rank=rank, world_size=8, local_rank=rank, device=torch.device("cpu"))
+        assert resume_from(setup(cfg, CPU), tmp_path / "two.pt", ctx)
+        assert torch.equal(torch.get_rng_state(), expected), rank
+    wider = setup(tiny_config(tmp_path, "model.num_classes=7"), CPU)
+    with pytest.raises(ckpt.CheckpointError, match=rf"^the checkpoint {tmp_path / 'two.pt'} was trained with another"):
+        resume_from(wider, tmp_path / "two.pt", CPU)
