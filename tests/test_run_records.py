@@ -97,3 +97,29 @@ def test_epoch_keyed_samples_set_the_epoch_only_when_it_changes():
     fresh = Stream()
     del fresh.epoch  # no epoch attribute yet: the first sample sets it
     assert EpochKeyed(fresh)[(0, 2)] == 2 and fresh.settings == 1
+
+
+def test_a_training_step_report_logs_the_mean_throughput_since_the_last_report(tmp_path, monkeypatch):
+    from ocnet_edu.engine import train_log
+
+    clock = iter([100.0, 102.0, 105.0])  # the log is made at 100 s; reports at 102 s and 105 s
+    monkeypatch.setattr(train_log.time, "perf_counter", lambda: next(clock))
+    log = train_log.TrainLog(tmp_path / "metrics.csv", start=0, max_iters=10, batch_size=4, progress=False)
+    shown = []
+    log.bar = type("Bar", (), {"set_postfix": lambda self, **kw: shown.append(kw), "update": lambda self, n: shown.append(n),
+                               "close": lambda self: None})()
+    log.step(2, 0.5, 0.01)  # 2 steps of 4 images in 2 s
+    log.step(5, 0.25, 0.005)  # 3 more steps in 3 s
+    assert shown == [{"loss": "0.500", "lr": "1.00e-02", "img_s": "4.0"}, 2,
+                     {"loss": "0.250", "lr": "5.00e-03", "img_s": "4.0"}, 3]
+    assert log.last_loss == 0.25
+    rows = read_rows(tmp_path / "metrics.csv", 10)
+    assert [(r["iteration"], r["loss"], r["images_per_s"]) for r in rows] == [("2", "0.500000", "4.000"), ("5", "0.250000", "4.000")]
+
+
+def test_the_train_loader_has_no_workers_and_no_pinned_memory_by_default():
+    from ocnet_edu.engine.loader import train_loader
+
+    loader = train_loader(list(range(8)), 2, 1, 0, seed=0, start=0, stop=2)
+    assert loader.num_workers == 0 and not loader.pin_memory and not loader.persistent_workers
+    assert [batch.tolist() for batch in loader] == [batch.tolist() for batch in train_loader(list(range(8)), 2, 1, 0, 0, 0, 2)]
