@@ -3,6 +3,7 @@ checkpoint, the refusal of a final.pt, the scaler state, the epoch of a loader's
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -121,5 +122,57 @@ def test_the_train_loader_has_no_workers_and_no_pinned_memory_by_default():
     from ocnet_edu.engine.loader import train_loader
 
     loader = train_loader(list(range(8)), 2, 1, 0, seed=0, start=0, stop=2)
-    assert loader.num_workers == 0 and not loader.pin_memory and not loader.persistent_workers
+    assert loader.num_workers == 0 and loader.pin_memory is False and loader.persistent_workers is False
+    assert train_loader(list(range(8)), 2, 1, 0, 0, 0, 2, workers=1, pin_memory=True).pin_memory is True
+    assert train_loader(list(range(8)), 2, 1, 0, 0, 0, 2, workers=1).persistent_workers is True
     assert [batch.tolist() for batch in loader] == [batch.tolist() for batch in train_loader(list(range(8)), 2, 1, 0, 0, 0, 2)]
+
+
+def test_epoch_batches_accept_the_smallest_sizes_and_seed_each_epoch_apart():
+    from ocnet_edu.engine.loader import epoch_batches
+
+    assert epoch_batches(1, 1, 1, 0, seed=0, epoch=0) == [[0]]  # one sample, batches of one: one step
+    assert sorted(sum(epoch_batches(6, 3, 1, 0, 0, 0), [])) == [0, 1, 2, 3, 4, 5]
+    # the permutation of epoch e is randperm seeded with seed · 1_000_003 + e (pinned: runs must repeat)
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(2 * 1_000_003 + 3)).tolist()
+    assert epoch_batches(8, 4, 2, 1, seed=2, epoch=3) == [order[1:4:2], order[5:8:2]]
+    with pytest.raises(ValueError, match="^the dataset has 3 samples, fewer than one batch of 4$"):
+        epoch_batches(3, 4, 1, 0, 0, 0)
+
+
+def test_training_batches_come_from_one_loader_with_the_config_workers_and_no_pinning_on_the_cpu(monkeypatch):
+    from ocnet_edu.config import load_config
+    from ocnet_edu.engine import distributed, train
+
+    calls = []
+    monkeypatch.setattr(train, "train_loader", lambda *args, **kwargs: calls.append((args, kwargs)) or iter([1, 2]))
+    cfg = load_config("configs/synthetic.yaml", ["runtime.workers=3", "schedule.max_iters=7", "runtime.seed=5"])
+    ctx = distributed.DistributedContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    assert list(train._batches("data", cfg, ctx, 4)) == [1, 2]
+    assert calls == [(("data", 8, 2, 1, 5, 4, 7, 3), {"pin_memory": False})]
+    on_gpu = distributed.DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0))
+    list(train._batches("data", cfg, on_gpu, 0))  # (a device object only: nothing runs on it)
+    assert calls[-1][1] == {"pin_memory": True}
+
+
+def test_the_progress_bar_of_training_counts_iterations_from_the_start(monkeypatch):
+    import tqdm
+
+    from ocnet_edu.engine import train_log
+
+    bars = []
+    monkeypatch.setattr(tqdm, "tqdm", lambda **options: bars.append(options) or "bar")
+    log = train_log.TrainLog(None, start=3, max_iters=10, batch_size=2, progress=True)
+    assert log.writer is None and math.isnan(log.last_loss) and log.bar == "bar"
+    train_log.TrainLog(None, start=0, max_iters=5, batch_size=2, progress=False)
+    assert bars == [dict(total=10, initial=3, disable=False, desc="train", unit="it", dynamic_ncols=True),
+                    dict(total=5, initial=0, disable=True, desc="train", unit="it", dynamic_ncols=True)]
+
+
+def test_build_train_dataset_applies_the_paper_augmentations_at_the_crop_size():
+    from ocnet_edu.config import load_config
+    from ocnet_edu.engine.builders import build_train_dataset
+
+    cfg = load_config("configs/synthetic.yaml", ["data.crop_size=[24, 40]", "data.synthetic_length=4"])
+    image, label = build_train_dataset(cfg)[0]
+    assert image.shape == (3, 24, 40) and label.shape == (24, 40) and image.dtype == torch.float32
