@@ -176,3 +176,32 @@ def test_build_train_dataset_applies_the_paper_augmentations_at_the_crop_size():
     cfg = load_config("configs/synthetic.yaml", ["data.crop_size=[24, 40]", "data.synthetic_length=4"])
     image, label = build_train_dataset(cfg)[0]
     assert image.shape == (3, 24, 40) and label.shape == (24, 40) and image.dtype == torch.float32
+
+
+def test_resuming_the_metrics_log_keeps_the_rows_up_to_the_start_and_a_failed_log_names_itself(tmp_path):
+    path = tmp_path / "metrics.csv"
+    writer = MetricsWriter(path, 0)
+    for iteration in (1, 2, 3):
+        writer.write(iteration, iteration / 10, 0.01, 2.0)
+    resumed = MetricsWriter(path, 1)  # resumed after iteration 1: rows 2 and 3 are dropped
+    assert [r["iteration"] for r in read_rows(path, 10)] == ["1"] and resumed.last_loss == 0.1
+    fresh = MetricsWriter(path, 0)  # a new run from scratch: an empty log
+    assert read_rows(path, 10) == [] and math.isnan(fresh.last_loss)
+    (tmp_path / "a_file").write_text("")  # a file where the log's folder should be
+    with pytest.raises(WriteError, match=rf"^could not write the metrics log {tmp_path / 'a_file' / 'm.csv'}"):
+        MetricsWriter(tmp_path / "a_file" / "m.csv", 0)
+
+
+def test_read_loss_keeps_the_precision_of_the_loss_and_needs_a_step():
+    from types import SimpleNamespace
+
+    from ocnet_edu.engine import distributed
+    from ocnet_edu.engine.train import read_loss
+
+    ctx = distributed.DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    state = SimpleNamespace(loss_sum=torch.tensor(1.0, dtype=torch.float64), loss_steps=3,
+                            first_nonfinite=torch.tensor(0, dtype=torch.long))
+    assert read_loss(state, ctx) == 1 / 3  # exact in float64 (float32 would give 0.3333333432674408)
+    assert state.loss_sum is None and state.loss_steps == 0
+    with pytest.raises(RuntimeError, match="^read_loss needs at least one train_step since the last call$"):
+        read_loss(state, ctx)

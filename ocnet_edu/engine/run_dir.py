@@ -64,8 +64,11 @@ def atomic_write(path: str | Path, binary: bool = False, what: str = "file") -> 
     re-raised as :class:`WriteError` naming ``path`` (a ``what``, for the message).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    try:  # a folder that cannot be made (a file in the way, no permission) is named like a failed write
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    except OSError as error:
+        raise write_error(path, error, what) from error
     try:
         try:
             with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"newline": ""})) as tmp:
