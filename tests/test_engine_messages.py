@@ -127,3 +127,25 @@ def test_compiling_with_sync_batch_norm_warns_with_the_count_and_the_caller():
         "runtime.compile=true with SyncBatchNorm: torch.compile breaks its graph at each of the 2 SyncBatchNorm layers, "
         "which costs much of its gain; consider runtime.compile=false when training on several GPUs")
     assert Path(caught[0].filename).name != "train.py"  # attributed to the caller (stacklevel 2), not to itself
+
+
+def test_all_gather_object_collects_one_object_per_rank_in_order(monkeypatch):
+    from ocnet_edu.engine.distributed import all_gather_object
+
+    assert all_gather_object({"a": 1}) == [{"a": 1}]  # one process: no group
+    monkeypatch.setattr(distributed, "_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: 3)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: 1)
+
+    def gather(into, obj):  # a stand-in group of three ranks, this one being rank 1
+        into[:] = [f"{obj} from 0", obj, f"{obj} from 2"]
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+    assert all_gather_object("x") == ["x from 0", "x", "x from 2"]
+
+    def lost(into, obj):
+        raise RuntimeError("Connection reset by peer")
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", lost)
+    with pytest.raises(DistributedError, match=r"^rank 1 of 3: all_gather_object failed: "):
+        all_gather_object("x")

@@ -205,3 +205,39 @@ def test_read_loss_keeps_the_precision_of_the_loss_and_needs_a_step():
     assert state.loss_sum is None and state.loss_steps == 0
     with pytest.raises(RuntimeError, match="^read_loss needs at least one train_step since the last call$"):
         read_loss(state, ctx)
+
+
+@pytest.mark.parametrize("other_bad", [0, 5])
+def test_read_loss_averages_over_ranks_and_names_every_rank_with_a_non_finite_loss(monkeypatch, other_bad):
+    """Rank 1 of 2, with a stand-in all-reduce that adds rank 0's report ``[mean 0.25, bad iteration, 0]``."""
+    from types import SimpleNamespace
+
+    from ocnet_edu.engine import distributed, train
+
+    monkeypatch.setattr(train.distributed, "all_reduce_sum",
+                        lambda report: report.add_(torch.tensor([0.25, float(other_bad), 0.0], dtype=report.dtype)))
+    ctx = distributed.DistributedContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+
+    def state(bad):
+        return SimpleNamespace(loss_sum=torch.tensor(1.5, dtype=torch.float64), loss_steps=2,
+                               first_nonfinite=torch.tensor(bad))
+
+    if other_bad == 0:
+        assert train.read_loss(state(0), ctx) == (0.75 + 0.25) / 2
+    with pytest.raises(FloatingPointError) as error:
+        train.read_loss(state(3), ctx)
+    where = "process 1 at iteration 3" if other_bad == 0 else "process 0 at iteration 5, process 1 at iteration 3"
+    count = 1 if other_bad == 0 else 2
+    assert str(error.value) == (f"the loss was not finite ({where}; {count} of 2 process(es)); every process stops. "
+                                "Try a lower optim.lr, or runtime.amp_dtype=bfloat16 / runtime.amp=false")
+
+
+def test_rng_states_round_trip_with_numpys_keys_as_int64():
+    import numpy as np
+
+    saved = ckpt.rng_state()
+    assert saved["numpy"][1].dtype == torch.int64 and "cuda" not in saved  # no CUDA here
+    expected = (torch.rand(3), np.random.rand(3))
+    ckpt.set_rng_state(saved)
+    again = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
