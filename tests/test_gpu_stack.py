@@ -8,6 +8,7 @@ emulate it, and a DataLoader rebuilt every epoch. Two-process tests run gloo in 
 
 from __future__ import annotations
 
+import math
 import json
 import os
 import socket
@@ -366,3 +367,22 @@ def test_resume_takes_this_ranks_rng_state_or_the_last_one_and_refuses_another_m
     wider = setup(tiny_config(tmp_path, "model.num_classes=7"), CPU)
     with pytest.raises(ckpt.CheckpointError, match=rf"^the checkpoint {tmp_path / 'two.pt'} was trained with another"):
         resume_from(wider, tmp_path / "two.pt", CPU)
+
+
+# ---------------------------------------------------------------- a run's summary and its messages
+def test_a_run_reports_its_summary_and_says_when_resume_finds_nothing(tmp_path, capsys, monkeypatch):
+    from ocnet_edu.engine import train as train_module
+
+    modes = []
+    real = train_module._set_train_mode
+    monkeypatch.setattr(train_module, "_set_train_mode", lambda model, freeze: modes.append(freeze) or real(model, freeze))
+    cfg = tiny_config(tmp_path / "run", "schedule.max_iters=2", "runtime.freeze_bn=true")
+    summary = train(cfg, progress=False, resume=True)
+    assert f"no checkpoint in {tmp_path / 'run'}; starting from scratch" in capsys.readouterr().out
+    assert set(summary) == {"final_loss", "iterations", "out_dir", "world_size"} and modes == [True]
+    assert (summary["iterations"], summary["out_dir"], summary["world_size"]) == (2, str(tmp_path / "run"), 1)
+    assert math.isfinite(summary["final_loss"])
+    again = train(cfg, progress=False, resume=True)  # finished: nothing to do, the last logged loss
+    assert "no checkpoint" not in capsys.readouterr().out and again["already_finished"]
+    with pytest.raises(ValueError, match="^runtime.log_every must be at least 1, got 0$"):
+        train(tiny_config(tmp_path / "bad", "runtime.log_every=0"), progress=False)
