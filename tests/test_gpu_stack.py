@@ -8,8 +8,8 @@ emulate it, and a DataLoader rebuilt every epoch. Two-process tests run gloo in 
 
 from __future__ import annotations
 
-import math
 import json
+import math
 import os
 import socket
 import traceback
