@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def randomize_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
@@ -23,28 +24,17 @@ def git(*args: str, cwd) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-class RecordedOps:
+class RecordedOps(TorchDispatchMode):
     """The names of the aten operators run inside ``with RecordedOps() as ops:`` (``ops.names``),
     e.g. ``"addmm"``, ``"index_copy_"``: which of two paths with the same numbers a function took."""
 
     def __init__(self) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
+        super().__init__()
+        self.names: list[str] = []
 
-        names: list[str] = []
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                names.append(func.overloadpacket.__name__)
-                return func(*args, **(kwargs or {}))
-
-        self.names, self._mode = names, _Mode()
-
-    def __enter__(self) -> "RecordedOps":
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
 
     def count(self, name: str) -> int:
         return self.names.count(name)

@@ -1,6 +1,5 @@
 """scripts/mutation_report.py: results of runs in parts add up, and a changed file's results are dropped."""
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -24,28 +23,26 @@ def report(tmp_path, monkeypatch):
     return module
 
 
-def _meta(root: Path, source: str, codes: dict) -> None:
+def _meta(report, root: Path, source: str, codes: dict) -> None:
     """mutmut's results for ``source`` in the area ``area``, of the sources as they are now (the digests
     a run records as it starts)."""
     path = root / "mutants" / "area" / "mutants" / f"{source}.meta"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"exit_code_by_key": codes}))
-    digests = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in (root / "ocnet_edu").rglob("*.py")}
-    (root / "mutants" / "area" / "sources.json").write_text(json.dumps(digests))
+    report.write_run_digests(root / "mutants" / "area")
 
 
 def test_runs_in_parts_add_up_and_a_changed_file_is_checked_again(report, tmp_path):
     (tmp_path / "ocnet_edu" / "a.py").write_text("x = 1\n")
     (tmp_path / "ocnet_edu" / "b.py").write_text("y = 2\n")
     # first run: a.py's mutants (b.py generated, not run)
-    _meta(tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 1, "a.f__mutmut_2": 0})
-    _meta(tmp_path, "ocnet_edu/b.py", {"b.g__mutmut_1": None})
+    _meta(report, tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 1, "a.f__mutmut_2": 0})
+    _meta(report, tmp_path, "ocnet_edu/b.py", {"b.g__mutmut_1": None})
     report.write_report()
     # a fresh checkout (no mutants/) runs b.py only: a.py's results come from the store
     for meta in (tmp_path / "mutants").rglob("*.meta"):
         meta.unlink()
-    _meta(tmp_path, "ocnet_edu/b.py", {"b.g__mutmut_1": 1})
+    _meta(report, tmp_path, "ocnet_edu/b.py", {"b.g__mutmut_1": 1})
     assert report.read_results() == {"ocnet_edu/a.py": {"a.f__mutmut_1": "killed", "a.f__mutmut_2": "survived"},
                                      "ocnet_edu/b.py": {"b.g__mutmut_1": "killed"}}
     report.write_report()
@@ -55,7 +52,7 @@ def test_runs_in_parts_add_up_and_a_changed_file_is_checked_again(report, tmp_pa
     (tmp_path / "ocnet_edu" / "a.py").write_text("x = 3\n")
     assert report.read_results() == {"ocnet_edu/a.py": {}, "ocnet_edu/b.py": {"b.g__mutmut_1": "killed"}}
     # nor do mutmut's own results of the older a.py, until a run has seen the new one
-    _meta(tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 1})
+    _meta(report, tmp_path, "ocnet_edu/a.py", {"a.f__mutmut_1": 1})
     assert report.read_results()["ocnet_edu/a.py"] == {"a.f__mutmut_1": "killed"}
     (tmp_path / "ocnet_edu" / "a.py").write_text("x = 4\n")
     assert report.read_results()["ocnet_edu/a.py"] == {}
