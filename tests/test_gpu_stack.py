@@ -370,6 +370,31 @@ def test_resume_takes_this_ranks_rng_state_or_the_last_one_and_refuses_another_m
 
 
 # ---------------------------------------------------------------- a run's summary and its messages
+@pytest.mark.parametrize("rank", [0, 1])
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_run_logs_metrics_and_shows_a_bar_only_on_rank_0_over_the_whole_schedule(tmp_path, monkeypatch, rank, progress):
+    """What ``_run`` hands :class:`TrainLog`: the metrics file and the bar belong to rank 0 (a process
+    of rank 1 is stood in for by a context without a group), the bar runs from the start to ``max_iters``."""
+    from ocnet_edu.engine import train as train_module
+
+    class Built(Exception):
+        pass
+
+    made = []
+
+    def record(*args):
+        made.append(args)
+        raise Built
+
+    monkeypatch.setattr(train_module, "TrainLog", record)
+    cfg = tiny_config(tmp_path / "run", "schedule.max_iters=7", "schedule.batch_size=3")
+    ctx = distributed.DistributedContext(rank=rank, world_size=1, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(Built):
+        train_module._run(cfg, ctx, resume=False, progress=progress, stop_after=None)
+    metrics = tmp_path / "run" / train_module.METRICS if rank == 0 else None
+    assert made == [(metrics, 0, 7, 3, progress and rank == 0)]
+
+
 def test_a_run_reports_its_summary_and_says_when_resume_finds_nothing(tmp_path, capsys, monkeypatch):
     from ocnet_edu.engine import train as train_module
 

@@ -61,6 +61,24 @@ def test_pixel_relation_is_the_row_of_the_cell_under_the_pixel(model):
             assert padded == 0.0 if model.context.ocp.__class__.__name__ == "SelfAttention" else abs(padded) < 1e-6
 
 
+def test_pixel_relation_of_sa_has_no_padded_mass_even_where_its_row_sums_to_1_only_up_to_rounding():
+    """SA sees the map unpadded: its padded mass is 0 by definition, not 1 − (a float32 sum of weights)."""
+    cfg = load_config("configs/synthetic.yaml", ["model.context=base_oc_sa", "model.context_options={channels: 32}"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for weight in model.context.ocp.parameters():  # sharper attention: rows no longer sum to 1 exactly
+            weight.mul_(5)
+    x = torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        rows = ocp_relation(model.context.ocp, model.context.reduce(model.backbone(x).out))[0]
+    inexact = [i for i in range(32) if float(rows[i].sum()) != 1.0]
+    assert inexact, "every row summed to 1 exactly: the test needs one that does not"
+    for i in inexact:
+        relation, padded = pixel_relation(model, x, (8 * (i % 8), 8 * (i // 8)))
+        assert torch.equal(relation, rows[i].reshape(4, 8)) and padded == 0.0
+
+
 @pytest.mark.parametrize("at", [(64, 0), (0, 32), (-1, 3), (3, -1)])
 def test_pixel_relation_refuses_a_pixel_outside_the_image(model, at):
     x = torch.zeros(1, 3, 32, 64)

@@ -103,7 +103,7 @@ def test_epoch_keyed_samples_set_the_epoch_only_when_it_changes():
 def test_a_training_step_report_logs_the_mean_throughput_since_the_last_report(tmp_path, monkeypatch):
     from ocnet_edu.engine import train_log
 
-    clock = iter([100.0, 102.0, 105.0])  # the log is made at 100 s; reports at 102 s and 105 s
+    clock = iter([100.0, 102.0, 105.0, 105.5])  # the log is made at 100 s; reports at 102 s, 105 s and 105.5 s
     monkeypatch.setattr(train_log.time, "perf_counter", lambda: next(clock))
     log = train_log.TrainLog(tmp_path / "metrics.csv", start=0, max_iters=10, batch_size=4, progress=False)
     shown = []
@@ -111,11 +111,14 @@ def test_a_training_step_report_logs_the_mean_throughput_since_the_last_report(t
                                "close": lambda self: None})()
     log.step(2, 0.5, 0.01)  # 2 steps of 4 images in 2 s
     log.step(5, 0.25, 0.005)  # 3 more steps in 3 s
+    log.step(6, 0.125, 0.0025)  # 1 step in half a second: a rate over less than a second is not capped
     assert shown == [{"loss": "0.500", "lr": "1.00e-02", "img_s": "4.0"}, 2,
-                     {"loss": "0.250", "lr": "5.00e-03", "img_s": "4.0"}, 3]
-    assert log.last_loss == 0.25
+                     {"loss": "0.250", "lr": "5.00e-03", "img_s": "4.0"}, 3,
+                     {"loss": "0.125", "lr": "2.50e-03", "img_s": "8.0"}, 1]
+    assert log.last_loss == 0.125
     rows = read_rows(tmp_path / "metrics.csv", 10)
-    assert [(r["iteration"], r["loss"], r["images_per_s"]) for r in rows] == [("2", "0.500000", "4.000"), ("5", "0.250000", "4.000")]
+    assert [(r["iteration"], r["loss"], r["images_per_s"]) for r in rows] == [
+        ("2", "0.500000", "4.000"), ("5", "0.250000", "4.000"), ("6", "0.125000", "8.000")]
 
 
 def test_the_train_loader_has_no_workers_and_no_pinned_memory_by_default():
@@ -176,6 +179,27 @@ def test_build_train_dataset_applies_the_paper_augmentations_at_the_crop_size():
     cfg = load_config("configs/synthetic.yaml", ["data.crop_size=[24, 40]", "data.synthetic_length=4"])
     image, label = build_train_dataset(cfg)[0]
     assert image.shape == (3, 24, 40) and label.shape == (24, 40) and image.dtype == torch.float32
+
+
+def test_build_train_dataset_hands_every_augmentation_option_of_the_config_and_the_datasets_flip_pairs_on(monkeypatch):
+    from ocnet_edu.config import load_config
+    from ocnet_edu.data.datasets import LIPDataset
+    from ocnet_edu.data.transforms import RandomBrightness, RandomCrop, RandomHorizontalFlip, RandomScale
+    from ocnet_edu.engine import builders
+
+    made = []
+    monkeypatch.setattr(builders, "dataset_from_config", lambda cfg, split, transform: made.append((split, transform)))
+    for hflip in (True, False):
+        cfg = load_config("configs/synthetic.yaml", [
+            "data.dataset=lip", "model.num_classes=20", "data.split=train", "data.crop_size=[24, 40]",
+            "data.scale_range=[0.75, 1.5]", "data.brightness=4.0", "data.base_size=48", f"data.hflip={str(hflip).lower()}"])
+        builders.build_train_dataset(cfg)
+        split, transform = made.pop()
+        flip, scale, brightness, crop = transform.transforms[:4]
+        assert split == "train" and isinstance(flip, RandomHorizontalFlip) and isinstance(crop, RandomCrop)
+        assert flip.p == (0.5 if hflip else 0.0) and flip.pairs == LIPDataset.flip_pairs != ()
+        assert isinstance(scale, RandomScale) and scale.scale_range == (0.75, 1.5) and scale.base_size == 48
+        assert isinstance(brightness, RandomBrightness) and brightness.delta == 4.0 and crop.crop_size == (24, 40)
 
 
 def test_resuming_the_metrics_log_keeps_the_rows_up_to_the_start_and_a_failed_log_names_itself(tmp_path):
@@ -241,3 +265,28 @@ def test_rng_states_round_trip_with_numpys_keys_as_int64():
     ckpt.set_rng_state(saved)
     again = (torch.rand(3), np.random.rand(3))
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+
+
+def test_a_run_directory_is_refused_naming_at_most_six_of_its_entries_or_as_a_file(tmp_path):
+    from ocnet_edu.engine.run_dir import RunDirectoryError, check_run_directory
+
+    def refusal(folder):
+        with pytest.raises(RunDirectoryError) as error:
+            check_run_directory(folder, resume=False, overwrite=False)
+        return str(error.value)
+
+    ways_out = ("training from scratch would overwrite its metrics and checkpoints. Use --resume to continue that run, "
+                "--overwrite to replace it (train(..., overwrite=True)), or another runtime.out_dir")
+    run = tmp_path / "run"
+    run.mkdir()
+    check_run_directory(run, resume=False, overwrite=False)  # empty: fine
+    for name in "fedcba":
+        (run / name).write_text("")
+    assert refusal(run) == f"runtime.out_dir {run} is not empty (a, b, c, d, e, f); {ways_out}"
+    (run / "g").write_text("")
+    assert refusal(run) == f"runtime.out_dir {run} is not empty (a, b, c, d, e, f, ...); {ways_out}"
+    for resume, overwrite in [(True, False), (False, True)]:
+        check_run_directory(run, resume=resume, overwrite=overwrite)  # asked for: no refusal
+    (tmp_path / "file").write_text("")
+    assert refusal(tmp_path / "file") == f"runtime.out_dir {tmp_path / 'file'} is a file, not a folder"
+    check_run_directory(tmp_path / "absent", resume=False, overwrite=False)

@@ -112,7 +112,7 @@ def infer_images(model: torch.nn.Module, preprocess, paths: list[str], out: str 
             labels = model(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
         stem = Path(path).stem
         Image.fromarray(labels).save(out / f"{stem}_labels.png")
-        rgb = (image[0].permute(1, 2, 0).numpy() * 255).astype(np.float32)
+        rgb = image[0].permute(1, 2, 0).numpy() * 255
         overlay = (0.5 * rgb + 0.5 * palette(model.num_classes)[labels]).round().astype(np.uint8)
         Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
         written += [out / f"{stem}_labels.png", out / f"{stem}_overlay.png"]

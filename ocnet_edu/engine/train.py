@@ -227,7 +227,7 @@ def read_loss(state: TrainState, ctx: distributed.DistributedContext) -> float:
         raise RuntimeError("read_loss needs at least one train_step since the last call")
     report = torch.zeros(1 + ctx.world_size, dtype=state.loss_sum.dtype, device=state.loss_sum.device)
     report[0] = state.loss_sum / state.loss_steps
-    report[1 + ctx.rank] = state.first_nonfinite.to(report.dtype)
+    report[1 + ctx.rank] = state.first_nonfinite  # the assignment casts it to the report's dtype
     distributed.all_reduce_sum(report)
     report[0] /= ctx.world_size
     loss, *first_bad = report.tolist()
@@ -400,7 +400,7 @@ def _amp_dtype(cfg: Config, device: torch.device, announce: bool = False) -> tor
     return getattr(torch, name)
 
 
-def _load_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], announce: bool = False) -> None:
+def _load_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], *, announce: bool) -> None:
     """Load a checkpoint's gradient-scaler state; an empty one (a run saved without float16)
     into an enabled scaler leaves it fresh (said on the console if ``announce``)."""
     if not saved and scaler.is_enabled():
