@@ -370,6 +370,49 @@ def test_resume_takes_this_ranks_rng_state_or_the_last_one_and_refuses_another_m
 
 
 # ---------------------------------------------------------------- a run's summary and its messages
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_train_hands_its_options_to_the_run_under_the_backend_flags_and_names_training_when_a_peer_is_lost(
+        tmp_path, monkeypatch, deterministic):
+    """``train`` itself, around a stand-in for the run: the arguments it passes on (``progress`` on by
+    default), the deterministic flag of the config in force during the run (and off after it), and a
+    lost peer reported as a failure of "training"."""
+    from ocnet_edu.engine import train as train_module
+
+    seen = []
+
+    def run(cfg, ctx, resume, progress, stop_after):
+        seen.append((ctx.rank, resume, progress, stop_after, torch.are_deterministic_algorithms_enabled()))
+        return {"ran": True}
+
+    monkeypatch.setattr(train_module, "_run", run)
+    cfg = tiny_config(tmp_path / "run", f"runtime.deterministic={str(deterministic).lower()}")
+    assert train(cfg) == {"ran": True}
+    assert train(cfg, resume=True, progress=False, stop_after=3) == {"ran": True}
+    assert seen == [(0, False, True, None, deterministic), (0, True, False, 3, deterministic)]
+    assert not torch.are_deterministic_algorithms_enabled()
+
+    def lost(*args):
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)  # as if a second process took part
+        raise RuntimeError("Connection reset by peer")
+
+    monkeypatch.setattr(train_module, "_run", lost)
+    with pytest.raises(distributed.DistributedError, match=r"^rank 0 of 2: training failed: rank 1 stopped answering"):
+        train(cfg, resume=True)
+
+
+def test_resume_with_overwrite_continues_the_run_and_deletes_nothing(tmp_path, capsys):
+    """``--resume`` wins over ``--overwrite``: the stopped run goes on from its checkpoint."""
+    cfg = tiny_config(tmp_path / "run", "schedule.max_iters=3", "schedule.checkpoint_every=1")
+    assert train(cfg, progress=False, stop_after=2)["stopped"]
+    first_rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(first_rows) == 3  # the header and two iterations
+    capsys.readouterr()
+    summary = train(cfg, progress=False, resume=True, overwrite=True)
+    assert "starting from scratch" not in capsys.readouterr().out  # the checkpoint was there to resume from
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert summary["iterations"] == 3 and rows[:3] == first_rows and len(rows) == 4
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 @pytest.mark.parametrize("progress", [True, False])
 def test_a_run_logs_metrics_and_shows_a_bar_only_on_rank_0_over_the_whole_schedule(tmp_path, monkeypatch, rank, progress):
