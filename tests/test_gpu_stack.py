@@ -400,6 +400,20 @@ def test_train_hands_its_options_to_the_run_under_the_backend_flags_and_names_tr
         train(cfg, resume=True)
 
 
+def test_checkpoints_every_checkpoint_every_iterations_and_at_the_end_and_stop_after_the_end_finishes(
+        tmp_path, monkeypatch):
+    from ocnet_edu.engine import train as train_module
+
+    saved = []
+    real = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint",
+                        lambda state, path: saved.append(state.iteration) or real(state, path))
+    cfg = tiny_config(tmp_path / "run", "schedule.max_iters=5", "schedule.checkpoint_every=2")
+    summary = train(cfg, progress=False, stop_after=5)  # stopping at the end is finishing
+    assert saved == [2, 4, 5] and "stopped" not in summary and summary["iterations"] == 5
+    assert ckpt.load(tmp_path / "run" / "final.pt")["iteration"] == 5
+
+
 def test_resume_with_overwrite_continues_the_run_and_deletes_nothing(tmp_path, capsys):
     """``--resume`` wins over ``--overwrite``: the stopped run goes on from its checkpoint."""
     cfg = tiny_config(tmp_path / "run", "schedule.max_iters=3", "schedule.checkpoint_every=1")

@@ -290,3 +290,25 @@ def test_a_run_directory_is_refused_naming_at_most_six_of_its_entries_or_as_a_fi
     (tmp_path / "file").write_text("")
     assert refusal(tmp_path / "file") == f"runtime.out_dir {tmp_path / 'file'} is a file, not a folder"
     check_run_directory(tmp_path / "absent", resume=False, overwrite=False)
+
+
+def test_stale_temporaries_are_removed_even_if_another_process_removes_one_first(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ocnet_edu.engine.run_dir import remove_stale_temporaries
+
+    for name in (".a.pt.x1.tmp", ".b.csv.x2.tmp", "kept.tmp", "final.pt"):
+        (tmp_path / name).write_text("")
+    real = Path.is_file
+
+    def is_file_then_gone(path):  # another rank deletes the file right after it was listed
+        found = real(path)
+        if path.name == ".a.pt.x1.tmp":
+            path.unlink()
+        return found
+
+    monkeypatch.setattr(Path, "is_file", is_file_then_gone)
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == [".a.pt.x1.tmp", ".b.csv.x2.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt", "kept.tmp"]
+    assert remove_stale_temporaries(tmp_path / "absent") == []
