@@ -93,3 +93,95 @@ def test_communication_failures_name_rank_world_size_and_key(monkeypatch):
     with pytest.raises(RuntimeError, match="^size mismatch$"):  # other errors pass through unchanged
         with distributed.explain_failures("training"):
             raise RuntimeError("size mismatch")
+
+
+LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "MASTER_ADDR")
+
+
+@pytest.fixture
+def launch(monkeypatch):
+    """A clean launch environment, a stand-in for ``init_process_group`` (recording its calls) and
+    ``fake_cuda()``, which makes the process see CUDA (recording ``set_device``)."""
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, timeout: calls.append(("init", backend, timeout)))
+    monkeypatch.setattr(distributed, "_timeout_minutes", distributed.DEFAULT_TIMEOUT_MINUTES)
+
+    def fake_cuda():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+
+    return calls, fake_cuda
+
+
+def test_setup_alone_is_rank_0_of_1_on_the_cpu_without_a_group(launch):
+    calls, _ = launch
+    for device in ("auto", "cpu"):
+        assert distributed.setup(device) == distributed.DistributedContext(0, 1, 0, torch.device("cpu"))
+    assert calls == [] and distributed._timeout_minutes == distributed.DEFAULT_TIMEOUT_MINUTES
+
+
+def test_setup_on_cuda_takes_the_local_ranks_device_and_nccl(launch, monkeypatch):
+    calls, fake_cuda = launch
+    fake_cuda()
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.setup("auto").device == torch.device("cuda", 3) and calls == [("set_device", 3)]
+    calls.clear()
+    assert distributed.setup("cpu").device == torch.device("cpu") and calls == []  # CUDA present, CPU asked for
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    ctx = distributed.setup("cuda", timeout_minutes=2)
+    assert ctx == distributed.DistributedContext(2, 4, 3, torch.device("cuda", 3))
+    assert calls == [("set_device", 3), ("init", "nccl", timedelta(minutes=2))]
+    assert distributed._timeout_minutes == 2.0 and isinstance(distributed._timeout_minutes, float)
+
+
+@pytest.mark.parametrize("variables, joins", [({"TORCHELASTIC_RUN_ID": "x", "MASTER_ADDR": "127.0.0.1"}, True),
+                                              ({"TORCHELASTIC_RUN_ID": "x"}, False), ({"MASTER_ADDR": "127.0.0.1"}, False)])
+def test_setup_joins_a_group_of_one_only_when_torchrun_launched_it(launch, monkeypatch, variables, joins):
+    calls, _ = launch
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert distributed._launched_by_torchrun() is joins
+    distributed.setup("cpu", timeout_minutes=1.5)
+    assert calls == ([("init", "gloo", timedelta(minutes=1.5))] if joins else [])
+
+
+def test_setup_does_not_join_twice(launch, monkeypatch):
+    calls, _ = launch
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: 2)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: 1)
+    assert distributed.setup("cpu", timeout_minutes=5) == distributed.DistributedContext(1, 2, 0, torch.device("cpu"))
+    assert calls == [] and distributed._timeout_minutes == distributed.DEFAULT_TIMEOUT_MINUTES
+
+
+def test_setup_refuses_a_bad_device_or_timeout_and_absent_cuda_naming_them(launch, monkeypatch):
+    calls, _ = launch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for timeout in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError) as error:
+            distributed.setup("cpu", timeout_minutes=timeout)
+        assert str(error.value) == f"runtime.dist_timeout must be > 0 minutes, got {timeout}"
+    with pytest.raises(ValueError) as error:
+        distributed.setup("gpu")
+    assert str(error.value) == "device must be 'auto', 'cpu' or 'cuda', got 'gpu'"
+    with pytest.raises(RuntimeError) as error:
+        distributed.setup("cuda")
+    assert str(error.value) == "device='cuda' was requested but CUDA is not available"
+    assert calls == []
+
+
+def test_a_peer_that_never_joins_is_reported_as_a_failure_to_join_the_process_group(launch, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def refused(backend, timeout):
+        raise RuntimeError("Connection reset by peer")
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", refused)
+    with pytest.raises(distributed.DistributedError,
+                       match=r"^rank 0 of 2: joining the process group failed: rank 1 stopped answering or exited"):
+        distributed.setup("cpu")
