@@ -414,6 +414,37 @@ def test_checkpoints_every_checkpoint_every_iterations_and_at_the_end_and_stop_a
     assert ckpt.load(tmp_path / "run" / "final.pt")["iteration"] == 5
 
 
+@pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16, torch.float16])
+def test_a_step_runs_under_the_states_autocast_with_its_loss_options_and_frees_the_last_gradients(
+        tmp_path, monkeypatch, amp_dtype):
+    """Inside :func:`train_step`: autocast on exactly when the state has an AMP dtype, in that dtype
+    (float16 set by hand: CPU autocast runs it, the config refuses it on the CPU); the loss gets the
+    state's options; the previous step's gradients are freed (``None``, not zeros) before backward."""
+    state = setup(tiny_config(tmp_path / "run", "loss.ohem=true", "loss.ohem_min_kept=7"), CPU)
+    state.amp_dtype = amp_dtype
+    seen, real_loss = [], state.model.loss
+
+    def loss(outputs, labels, **options):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), options))
+        return real_loss(outputs, labels, **options)
+
+    monkeypatch.setattr(state.model, "loss", loss)
+    real_scale = state.scaler.scale
+    freed = []
+    monkeypatch.setattr(state.scaler, "scale", lambda value: freed.append(
+        all(p.grad is None for p in state.model.parameters())) or real_scale(value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. CPU autocast refusing a dtype
+        for seed in (0, 1):
+            train_step(state, *batch(tiny_config(tmp_path / "run"), seed))
+    assert state.loss_options["ohem"] is True and state.loss_options["ohem_min_kept"] == 7
+    enabled = amp_dtype is not None
+    assert [(on, options) for on, _, options in seen] == [(enabled, state.loss_options)] * 2
+    if enabled:
+        assert [dtype for _, dtype, _ in seen] == [amp_dtype] * 2
+    assert freed == [True, True]
+
+
 def test_resume_with_overwrite_continues_the_run_and_deletes_nothing(tmp_path, capsys):
     """``--resume`` wins over ``--overwrite``: the stopped run goes on from its checkpoint."""
     cfg = tiny_config(tmp_path / "run", "schedule.max_iters=3", "schedule.checkpoint_every=1")
