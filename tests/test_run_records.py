@@ -312,3 +312,21 @@ def test_stale_temporaries_are_removed_even_if_another_process_removes_one_first
     assert sorted(p.name for p in removed) == [".a.pt.x1.tmp", ".b.csv.x2.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt", "kept.tmp"]
     assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+def test_record_loss_sums_counts_and_keeps_the_first_non_finite_iteration_as_int64_on_the_losss_device():
+    from types import SimpleNamespace
+
+    from ocnet_edu.engine.train import _record_loss
+
+    state = SimpleNamespace(loss_sum=None, loss_steps=0, first_nonfinite=None, iteration=0)
+    for value in (1.5, 2.5, float("nan"), float("inf"), 3.0):
+        _record_loss(state, torch.tensor(value, dtype=torch.float64, requires_grad=True))
+        state.iteration += 1
+    assert state.loss_steps == 5 and math.isnan(state.loss_sum.item()) and state.loss_sum.dtype == torch.float32
+    assert state.first_nonfinite.dtype == torch.int64 and state.first_nonfinite.item() == 3  # 1-based, as logged
+    assert not state.loss_sum.requires_grad
+    # on another device (meta stands in for a GPU): nothing is made on the CPU
+    state = SimpleNamespace(loss_sum=None, loss_steps=0, first_nonfinite=None, iteration=0)
+    _record_loss(state, torch.tensor(1.0, device="meta"))
+    assert state.first_nonfinite.device.type == "meta" and state.loss_sum.device.type == "meta"
