@@ -149,3 +149,76 @@ def test_all_gather_object_collects_one_object_per_rank_in_order(monkeypatch):
     monkeypatch.setattr(distributed.dist, "all_gather_object", lost)
     with pytest.raises(DistributedError, match=r"^rank 1 of 3: all_gather_object failed: "):
         all_gather_object("x")
+
+
+def _group(monkeypatch, rank: int, size: int, backend: str = "gloo") -> list:
+    """A stand-in process group (this process ``rank`` of ``size``); returns the list of the
+    collectives it is asked for."""
+    calls = []
+    monkeypatch.setattr(distributed, "_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: size)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: rank)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda *args: backend)
+    monkeypatch.setattr(distributed.dist, "monitored_barrier", lambda **kw: calls.append(("monitored_barrier", kw)))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda *args, **kw: calls.append(("barrier", args, kw)))
+    return calls
+
+
+def test_rank_and_world_size_come_from_the_group_else_from_torchrun_else_alone(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    _world(monkeypatch, 3, 5)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (3, 5, False)
+    _group(monkeypatch, 2, 7)  # a group, once up, is what counts
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (2, 7, False)
+    _group(monkeypatch, 0, 7)
+    assert distributed.is_main()
+
+
+def test_a_barrier_is_gloos_monitored_barrier_within_the_timeout_and_nccls_plain_one(monkeypatch):
+    from datetime import timedelta
+
+    monkeypatch.setattr(distributed, "_timeout_minutes", 0.5)
+    calls = _group(monkeypatch, 1, 2, "gloo")
+    distributed.barrier()
+    assert calls == [("monitored_barrier", {"timeout": timedelta(seconds=30), "wait_all_ranks": True})]
+    calls = _group(monkeypatch, 1, 2, "nccl")
+    distributed.barrier()
+    assert calls == [("barrier", (), {})]
+
+    def missing(**kw):
+        raise RuntimeError("Rank 0 failed to pass monitoredBarrier in 30000 ms")
+
+    _group(monkeypatch, 1, 2, "gloo")
+    monkeypatch.setattr(distributed.dist, "monitored_barrier", missing)
+    with pytest.raises(DistributedError, match=r"^rank 1 of 2: a barrier failed: rank\(s\) 0 stopped answering"):
+        distributed.barrier()
+    monkeypatch.setattr(distributed, "_initialized", lambda: False)  # alone: nothing to wait for
+    distributed.barrier()
+
+
+def test_all_reduce_sum_sums_in_place_over_the_given_group_and_names_itself_on_failure(monkeypatch):
+    seen = []
+    _group(monkeypatch, 0, 2)
+
+    def all_reduce(tensor, op=None, group=None):
+        seen.append((op, group))
+        tensor.mul_(2)
+
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
+    value = torch.tensor([1.0, 2.5])
+    distributed.all_reduce_sum(value, group="the group")
+    distributed.all_reduce_sum(value)
+    assert torch.equal(value, torch.tensor([4.0, 10.0]))
+    assert seen == [(distributed.dist.ReduceOp.SUM, "the group"), (distributed.dist.ReduceOp.SUM, None)]
+
+    def closed(tensor, op=None, group=None):
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(distributed.dist, "all_reduce", closed)
+    with pytest.raises(DistributedError, match=r"^rank 0 of 2: all_reduce \(sum\) failed: rank 1 stopped answering"):
+        distributed.all_reduce_sum(value)
+    monkeypatch.setattr(distributed, "_initialized", lambda: False)  # alone: the tensor is its own sum
+    distributed.all_reduce_sum(value)
+    assert torch.equal(value, torch.tensor([4.0, 10.0]))

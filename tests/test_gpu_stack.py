@@ -301,8 +301,15 @@ def test_amp_dtype_auto_picks_float16_where_bfloat16_is_only_emulated(monkeypatc
                         lambda including_emulation=True: including_emulation or native["value"])
     auto = tiny_config(tmp_path, "runtime.amp=true")
     assert auto.runtime.amp_dtype == "auto"  # the default: "not set by the user"
+    assert _amp_dtype(auto, cuda) == torch.float16 and capsys.readouterr().out == ""  # said only if asked
     assert _amp_dtype(auto, cuda, announce=True) == torch.float16  # a V100/T4
-    assert "no native bfloat16" in capsys.readouterr().out
+    assert capsys.readouterr().out == ("runtime.amp_dtype=auto: this GPU has no native bfloat16; using float16 with a "
+                                       "gradient scaler\n")
+    half = tiny_config(tmp_path, "runtime.amp=true", "runtime.amp_dtype=float16")
+    assert _amp_dtype(half, cuda) == torch.float16
+    with pytest.raises(ValueError) as error:
+        _amp_dtype(half, torch.device("cpu"))
+    assert str(error.value) == "float16 autocast needs a GPU; use runtime.amp_dtype=bfloat16 on the CPU"
     native["value"] = True
     assert _amp_dtype(auto, cuda, announce=True) == torch.bfloat16  # A100, H100
     assert _amp_dtype(auto, torch.device("cpu")) == torch.bfloat16
