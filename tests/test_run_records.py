@@ -330,3 +330,62 @@ def test_record_loss_sums_counts_and_keeps_the_first_non_finite_iteration_as_int
     state = SimpleNamespace(loss_sum=None, loss_steps=0, first_nonfinite=None, iteration=0)
     _record_loss(state, torch.tensor(1.0, device="meta"))
     assert state.first_nonfinite.device.type == "meta" and state.loss_sum.device.type == "meta"
+
+
+def test_the_content_checksum_is_the_sha256_of_the_documented_stream_of_keys_types_and_bytes():
+    """The checksum is part of the file format (a file saved today must verify tomorrow), so its
+    stream is written out here: each entry ``<key>:<kind>...;`` in sorted key order (by type name, then
+    repr), a tensor's dtype, shape and little-endian bytes, the stored checksum left out."""
+    import hashlib
+
+    from ocnet_edu.engine.checkpoint import content_checksum
+
+    tensor = torch.tensor([[1, 2], [3, 4]], dtype=torch.int16).t()  # not contiguous: hashed in its own order
+    obj = {"b": tensor, "a": [1.5, "x", (None,)], 3: {"k": True}, "checksum": "not hashed", "e": torch.zeros(0)}
+    stream = b"".join([
+        b":dict:4;",
+        b"/3:dict:1;", b"/3/'k':bool:True;",
+        b"/'a':seq:3;", b"/'a'/0:float:1.5;", b"/'a'/1:str:'x';", b"/'a'/2:seq:1;", b"/'a'/2/0:NoneType:None;",
+        b"/'b':tensor:torch.int16:(2, 2);", bytes([1, 0, 3, 0, 2, 0, 4, 0]),
+        b"/'e':tensor:torch.float32:(0,);",
+    ])
+    assert content_checksum(obj) == "sha256:" + hashlib.sha256(stream).hexdigest()
+    assert content_checksum({**obj, "checksum": "another"}) == content_checksum(obj)
+    same_values = {**obj, "b": tensor.contiguous().double().short()}  # same dtype, shape and values
+    assert content_checksum(same_values) == content_checksum(obj)
+    for changed in ({**obj, "b": tensor.int()}, {**obj, "b": tensor.reshape(1, 4)}, {**obj, "a": [1.5, "x"]},
+                    {**obj, 3: {"k": 1}}):
+        assert content_checksum(changed) != content_checksum(obj)
+
+
+def test_atomic_save_adds_the_checksum_and_load_checks_and_removes_it_naming_the_file(tmp_path):
+    from ocnet_edu.engine import checkpoint as ckpt
+
+    obj = {"weights": torch.arange(6.0).reshape(2, 3), "iteration": 7}
+    path = ckpt.atomic_save(obj, str(tmp_path / "c.pt"))
+    assert path == tmp_path / "c.pt" and set(obj) == {"weights", "iteration"}  # the caller's dict is left alone
+    raw = torch.load(path, weights_only=True)
+    assert raw["checksum"] == ckpt.content_checksum(obj)
+    loaded = ckpt.load(path)
+    assert set(loaded) == {"weights", "iteration"} and torch.equal(loaded["weights"], obj["weights"])
+    raw["iteration"] = 8  # a changed value under the old checksum
+    torch.save(raw, tmp_path / "changed.pt")
+    actual = ckpt.content_checksum({"weights": obj["weights"], "iteration": 8})
+    with pytest.raises(ckpt.CheckpointError) as error:
+        ckpt.load(tmp_path / "changed.pt")
+    assert str(error.value) == (
+        f"the checkpoint {tmp_path / 'changed.pt'} is corrupted: its content checksum is {actual[:23]}..., but it was "
+        f"saved with {raw['checksum'][:23]}...; the file changed after it was written (disk or copy error). Use "
+        "another copy, or an earlier checkpoint")
+    torch.save({"iteration": 1}, tmp_path / "old.pt")  # no checksum (an older file): loaded as it is
+    assert ckpt.load(tmp_path / "old.pt") == {"iteration": 1}
+    with pytest.raises(FileNotFoundError) as missing:
+        ckpt.load(tmp_path / "absent.pt")
+    assert str(missing.value) == f"no checkpoint at {tmp_path / 'absent.pt'}"
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match=rf"^could not read the checkpoint {tmp_path / 'text.pt'}: ") as bad:
+        ckpt.load(tmp_path / "text.pt")
+    assert bad.value.__cause__ is not None
+    mapped = []  # map_location is handed to torch.load
+    ckpt.load(path, map_location=lambda storage, location: mapped.append(location) or storage)
+    assert mapped == ["cpu"]
