@@ -389,3 +389,46 @@ def test_atomic_save_adds_the_checksum_and_load_checks_and_removes_it_naming_the
     mapped = []  # map_location is handed to torch.load
     ckpt.load(path, map_location=lambda storage, location: mapped.append(location) or storage)
     assert mapped == ["cpu"]
+
+
+def test_the_builders_take_every_value_from_the_config():
+    from ocnet_edu.config import load_config
+    from ocnet_edu.engine.builders import build_model, build_optimizer, build_scheduler, loss_options
+    from ocnet_edu.losses import poly_lr_factor
+
+    cfg = load_config("configs/synthetic.yaml", [
+        "optim.lr=0.02", "optim.momentum=0.8", "optim.weight_decay=0.001", "optim.poly_power=2.0",
+        "schedule.max_iters=10", "loss.aux_weight=0.25", "model.dropout=0.2", "model.context=base_oc_sa",
+        "model.context_options={channels: 24}", "loss.ohem=true", "loss.ohem_thresh=0.6", "loss.ohem_min_kept=11",
+        "loss.class_weights=[1.0, 2.0, 0.5, 1.0, 3.0]"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.num_classes == cfg.model.num_classes and model.aux_weight == 0.25 and model.aux_head is not None
+    assert any(isinstance(m, torch.nn.Dropout2d) and m.p == 0.2 for m in model.modules())
+    from ocnet_edu.heads import BaseOC
+
+    assert isinstance(model.context, BaseOC) and model.context.reduce[0].out_channels == 24  # context and options
+    assert model.context.reduce[0].in_channels == model.backbone.out_channels  # fed by the backbone
+    assert build_model(load_config("configs/synthetic.yaml", ["loss.aux_weight=0"])).aux_head is None
+    assert build_model(load_config("configs/synthetic.yaml", ["model.backbone_options={width: 8}"])).backbone.out_channels == 64
+    with pytest.raises(ValueError, match="^the small CPU backbone has no pretrained weights$"):  # handed to the backbone
+        build_model(load_config("configs/synthetic.yaml", ["model.pretrained=/nowhere.pt"]))
+    optimizer = build_optimizer(cfg, model)
+    (group,) = optimizer.param_groups
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.02, 0.8, 0.001)
+    assert [id(p) for p in group["params"]] == [id(p) for p in model.parameters()]
+    scheduler = build_scheduler(cfg, optimizer)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.02 * poly_lr_factor(t, 10, 2.0) for t in range(10)], rel=1e-12)
+    assert rates[1] == pytest.approx(0.02 * 0.9**2)  # power 2, not the default 0.9
+    options = loss_options(cfg)
+    assert set(options) == {"ohem", "ohem_thresh", "ohem_min_kept", "class_weights"}
+    assert (options["ohem"], options["ohem_thresh"], options["ohem_min_kept"]) == (True, 0.6, 11)
+    weights = options["class_weights"]
+    assert weights.dtype == torch.float32 and torch.equal(weights, torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0]))
+    assert loss_options(cfg, "meta")["class_weights"].device.type == "meta"
+    assert loss_options(load_config("configs/synthetic.yaml"))["class_weights"] is None
