@@ -187,6 +187,40 @@ def test_ranks_start_from_the_same_weights_but_draw_different_dropout(tmp_path):
     assert F.dropout2d(torch.ones(1, 64, 1, 1), 0.5, training=True).flatten().tolist() == rank0["mask"]
 
 
+def test_setup_seeds_every_generator_builds_from_the_config_and_keeps_plain_batch_norm_on_the_cpu(tmp_path):
+    """The state at iteration 0: the model of ``build_model`` under ``runtime.seed``; rank r > 0 leaves
+    every global generator (Python, NumPy, torch) seeded with ``rank_seed``; no SyncBatchNorm without
+    GPUs even in a group; channels_last weights on request; no gradient scaler without float16."""
+    import random
+
+    import numpy as np
+
+    from ocnet_edu.engine.builders import build_model
+    from ocnet_edu.engine.train import rank_seed
+
+    cfg = tiny_config(tmp_path / "run", "runtime.seed=5", "runtime.channels_last=true", "runtime.amp=true")
+    torch.manual_seed(5)
+    expected = build_model(cfg).state_dict()
+    group_of_two = distributed.DistributedContext(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    state = setup(cfg, group_of_two)
+    assert all(torch.equal(value, expected[name]) for name, value in state.model.state_dict().items())
+    drawn = (random.random(), np.random.rand(), torch.rand(1).item())
+    seed = rank_seed(5, 1)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    assert drawn == (random.random(), np.random.rand(), torch.rand(1).item())
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in state.model.modules())
+    weights = [p for p in state.model.parameters() if p.dim() == 4]
+    assert state.channels_last and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert state.amp_dtype == torch.bfloat16 and not state.scaler.is_enabled()
+    assert state.runner is state.model and state.model_config == ckpt.model_config(cfg)
+    assert state.optimizer.param_groups[0]["lr"] == cfg.optim.lr and state.loss_options["ohem"] == cfg.loss.ohem
+    plain = setup(tiny_config(tmp_path / "plain"), CPU)
+    assert not plain.channels_last and plain.amp_dtype is None and not plain.scaler.is_enabled()
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.model.parameters() if p.dim() == 4)
+
+
 # ---------------------------------------------------------------- items 8, 12: backend flags
 @pytest.fixture
 def restore_backends():

@@ -432,3 +432,31 @@ def test_the_builders_take_every_value_from_the_config():
     assert weights.dtype == torch.float32 and torch.equal(weights, torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0]))
     assert loss_options(cfg, "meta")["class_weights"].device.type == "meta"
     assert loss_options(load_config("configs/synthetic.yaml"))["class_weights"] is None
+
+
+def test_fsync_folder_flushes_the_folder_it_opened_read_only_closes_it_and_never_raises(tmp_path, monkeypatch):
+    import os
+
+    from ocnet_edu.engine import run_dir
+
+    calls = []
+    real_open, real_close = os.open, os.close
+    monkeypatch.setattr(run_dir.os, "open", lambda path, flags: calls.append(("open", path, flags)) or real_open(path, flags))
+    monkeypatch.setattr(run_dir.os, "fsync", lambda fd: calls.append(("fsync", fd)))
+    monkeypatch.setattr(run_dir.os, "close", lambda fd: calls.append(("close", fd)) or real_close(fd))
+    run_dir._fsync_folder(tmp_path)
+    (_, path, flags), (_, synced), (_, closed) = calls
+    assert [c[0] for c in calls] == ["open", "fsync", "close"] and path == tmp_path and flags == os.O_RDONLY
+    assert synced == closed
+
+    def failing(fd):
+        calls.append(("fsync", fd))
+        raise OSError("not supported on this file system")
+
+    calls.clear()
+    monkeypatch.setattr(run_dir.os, "fsync", failing)
+    run_dir._fsync_folder(tmp_path)  # best effort: no error, and the descriptor is still closed
+    assert [c[0] for c in calls] == ["open", "fsync", "close"]
+    calls.clear()
+    run_dir._fsync_folder(tmp_path / "absent")  # cannot be opened: nothing else is tried
+    assert [c[0] for c in calls] == ["open"]
