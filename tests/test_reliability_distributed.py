@@ -118,8 +118,8 @@ def launch(monkeypatch):
 
 def test_setup_alone_is_rank_0_of_1_on_the_cpu_without_a_group(launch):
     calls, _ = launch
-    for device in ("auto", "cpu"):
-        assert distributed.setup(device) == distributed.DistributedContext(0, 1, 0, torch.device("cpu"))
+    for args in [("auto",), ("cpu",), ()]:  # "auto" is the default
+        assert distributed.setup(*args) == distributed.DistributedContext(0, 1, 0, torch.device("cpu"))
     assert calls == [] and distributed._timeout_minutes == distributed.DEFAULT_TIMEOUT_MINUTES
 
 
@@ -127,7 +127,7 @@ def test_setup_on_cuda_takes_the_local_ranks_device_and_nccl(launch, monkeypatch
     calls, fake_cuda = launch
     fake_cuda()
     monkeypatch.setenv("LOCAL_RANK", "3")
-    assert distributed.setup("auto").device == torch.device("cuda", 3) and calls == [("set_device", 3)]
+    assert distributed.setup().device == torch.device("cuda", 3) and calls == [("set_device", 3)]  # auto: CUDA
     calls.clear()
     assert distributed.setup("cpu").device == torch.device("cpu") and calls == []  # CUDA present, CPU asked for
     monkeypatch.setenv("WORLD_SIZE", "4")
