@@ -48,10 +48,15 @@ def test_a_missing_exporter_package_is_named_with_the_extra_that_installs_it(pac
 
 
 class Scale(nn.Module):
-    """``[B, 3, H, W] → [B, 3, H, W]``: a per-channel scale (trivial to trace)."""
+    """``[B, 3, H, W] → [B, 3, H, W]``: a per-channel scale (a parameter: the exported program then has
+    a placeholder besides the input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.arange(1.0, 4.0).view(1, 3, 1, 1))
 
     def forward(self, x):
-        return x * torch.arange(1.0, 4.0).view(1, 3, 1, 1)
+        return x * self.scale
 
 
 def test_dynamic_ranges_read_symbolic_sizes_as_unbounded_and_fixed_ones_as_themselves():
@@ -60,6 +65,7 @@ def test_dynamic_ranges_read_symbolic_sizes_as_unbounded_and_fixed_ones_as_thems
     program = torch.export.export(Scale(), example, dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},))
     # (the tracer takes every dynamic size to be at least 2: see docs/EXPORT.md)
     assert dynamic_ranges(program) == {"batch": (2, None), "height": (2, None), "width": (2, None)}
+    assert len([n for n in program.graph.nodes if n.op == "placeholder"]) == 2  # the parameter and the input
     fixed = torch.export.export(Scale(), example)  # every size fixed to the example's
     assert dynamic_ranges(fixed) == {"batch": (2, 2), "height": (5, 5), "width": (7, 7)}
     height = torch.export.Dim("height", min=4, max=64)  # a bounded symbol keeps both bounds
@@ -112,6 +118,15 @@ def test_a_program_that_differs_from_the_model_beyond_1e_4_is_refused(offset, fa
                                 "with a larger example (--size H W)")
 
 
+def test_a_difference_of_exactly_1e_4_is_accepted():
+    class Zeros(nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape, dtype=torch.float64)
+
+    program, _ = program_running(lambda x: torch.full(x.shape, 1e-4, dtype=torch.float64))
+    _check_other_size(program, Zeros(), torch.randn(2, 3, 10, 12))  # the bound is inclusive
+
+
 @pytest.mark.parametrize("failure", [AssertionError, RuntimeError])
 def test_a_program_that_rejects_the_second_size_is_refused_with_the_first_line_of_its_reason(failure):
     def guard(x):
@@ -127,13 +142,15 @@ def test_a_program_that_rejects_the_second_size_is_refused_with_the_first_line_o
 
 
 class Model(nn.Module):
-    """A float64 model in train mode with the attributes export reads."""
+    """A float64 model in train mode with the attributes export reads (5 input channels, 4 classes,
+    a BGR preprocessing as a published model has)."""
 
-    in_channels, num_classes = 3, 4
+    in_channels, num_classes = 5, 4
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1).double()
+        self.conv = nn.Conv2d(5, 4, 1).double()
+        self.preprocess = Preprocess(bgr=True, mean=(1.0, 2.0, 3.0), std=(1.0, 1.0, 1.0), align_corners=False)
 
     def forward(self, x):
         return self.conv(x)
@@ -166,17 +183,18 @@ def test_export_onnx_hands_the_exporter_an_eval_float32_model_a_dynamic_example_
     metadata = export_onnx(model, str(tmp_path / "m.onnx"), example_size=(40, 56), opset=18)
     assert calls["required"] and calls["training"] is False and calls["dtype"] == torch.float32
     (example,) = calls["args"]
-    assert example.shape == (2, 3, 40, 56) and example.dtype == torch.float32
+    assert example.shape == (2, 5, 40, 56) and example.dtype == torch.float32
     dynamic = torch.export.Dim.DYNAMIC
     assert calls["options"] == {"dynamo": True, "dynamic_shapes": ({0: dynamic, 2: dynamic, 3: dynamic},),
                                 "input_names": ["image"], "output_names": ["logits"], "opset_version": 18,
                                 "verbose": False}
-    assert calls["checked"] == ("the exported program", calls["model"], (2, 3, 40, 56))
+    assert calls["checked"] == ("the exported program", calls["model"], (2, 5, 40, 56))
     assert calls["ranges_of"] == "the exported program" and saved["path"] == tmp_path / "m.onnx"
     assert metadata == {"input": "image [B, 3, H, W] float32, normalised", "output": "logits [B, K, H, W]",
-                        "num_classes": 4, "preprocessing": preprocessing_metadata(model), "dynamic_ranges": ranges}
+                        "num_classes": 4, "preprocessing": {"channels": "BGR", "mean": [1.0, 2.0, 3.0],
+                                                            "std": [1.0, 1.0, 1.0]}, "dynamic_ranges": ranges}
     assert json.loads(Program.model.metadata_props["ocnet_edu"]) == json.loads(json.dumps(metadata))
-    export_onnx(nn.Conv2d(3, 2, 1), tmp_path / "m.onnx")  # defaults: 512 × 512, the exporter's opset
+    export_onnx(nn.Sequential(nn.Conv2d(3, 2, 1)), tmp_path / "m.onnx")  # defaults: 512 × 512, 3 channels, opset
     assert calls["args"][0].shape == (2, 3, 512, 512) and calls["options"]["opset_version"] is None
     assert json.loads(Program.model.metadata_props["ocnet_edu"])["num_classes"] is None  # no such attribute
     with pytest.raises(FileNotFoundError, match="does not exist"):  # the folder is checked before exporting

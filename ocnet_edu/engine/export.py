@@ -87,7 +87,8 @@ def dynamic_ranges(program: torch.export.ExportedProgram) -> dict[str, tuple[int
     for label, size in zip(("batch", "height", "width"), (shape[0], shape[2], shape[3])):
         if isinstance(size, torch.SymInt):
             bounds = program.range_constraints[size.node.expr]
-            unbounded = bounds.upper.is_integer is False or str(bounds.upper) in ("int_oo", "oo")
+            # sympy's oo is not an integer; torch's int_oo (its symbolic sizes' infinity) is one
+            unbounded = bounds.upper.is_integer is False or str(bounds.upper) == "int_oo"
             ranges[label] = (int(bounds.lower), None if unbounded else int(bounds.upper))
         else:
             ranges[label] = (int(size), int(size))
