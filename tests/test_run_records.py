@@ -460,3 +460,15 @@ def test_fsync_folder_flushes_the_folder_it_opened_read_only_closes_it_and_never
     calls.clear()
     run_dir._fsync_folder(tmp_path / "absent")  # cannot be opened: nothing else is tried
     assert [c[0] for c in calls] == ["open"]
+
+
+class _Pickled:
+    """An arbitrary Python object: what ``weights_only=True`` refuses to unpickle."""
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_unread_since_it_could_run_code(tmp_path):
+    from ocnet_edu.engine import checkpoint as ckpt
+
+    torch.save({"iteration": 1, "payload": _Pickled()}, tmp_path / "code.pt")
+    with pytest.raises(ckpt.CheckpointError, match=rf"^could not read the checkpoint {tmp_path / 'code.pt'}: .*[Ww]eights only"):
+        ckpt.load(tmp_path / "code.pt")
