@@ -24,6 +24,19 @@ def _world(monkeypatch, rank: int, size: int) -> None:
     monkeypatch.setenv("WORLD_SIZE", str(size))
 
 
+def _group(monkeypatch, rank: int, size: int, backend: str = "gloo") -> list:
+    """A stand-in process group (this process ``rank`` of ``size``); returns the list of the
+    collectives it is asked for."""
+    calls = []
+    monkeypatch.setattr(distributed, "_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: size)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: rank)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda *args: backend)
+    monkeypatch.setattr(distributed.dist, "monitored_barrier", lambda **kw: calls.append(("monitored_barrier", kw)))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda *args, **kw: calls.append(("barrier", args, kw)))
+    return calls
+
+
 def _tail(error: BaseException) -> str:
     return (f" (frozen, killed, or slower than runtime.dist_timeout = {distributed._timeout_minutes:g} min; raise "
             f"that key if a step legitimately takes longer). {type(error).__name__}: {str(error).strip()[:500]}")
@@ -55,9 +68,7 @@ def test_with_more_ranks_and_no_report_another_process_is_blamed(monkeypatch):
 
 def test_all_reduce_mean_divides_the_sum_by_the_world_and_leaves_its_input_alone(monkeypatch):
     """A stand-in group of three ranks holding the same value: the sum is three times it."""
-    monkeypatch.setattr(distributed, "_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: 3)
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: 0)
+    _group(monkeypatch, 0, 3)
     monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, *args, **kwargs: tensor.mul_(3))
     value = torch.tensor([1.5, -2.0], requires_grad=True)
     mean = all_reduce_mean(value)
@@ -133,9 +144,7 @@ def test_all_gather_object_collects_one_object_per_rank_in_order(monkeypatch):
     from ocnet_edu.engine.distributed import all_gather_object
 
     assert all_gather_object({"a": 1}) == [{"a": 1}]  # one process: no group
-    monkeypatch.setattr(distributed, "_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: 3)
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: 1)
+    _group(monkeypatch, 1, 3)
 
     def gather(into, obj):  # a stand-in group of three ranks, this one being rank 1
         into[:] = [f"{obj} from 0", obj, f"{obj} from 2"]
@@ -149,19 +158,6 @@ def test_all_gather_object_collects_one_object_per_rank_in_order(monkeypatch):
     monkeypatch.setattr(distributed.dist, "all_gather_object", lost)
     with pytest.raises(DistributedError, match=r"^rank 1 of 3: all_gather_object failed: "):
         all_gather_object("x")
-
-
-def _group(monkeypatch, rank: int, size: int, backend: str = "gloo") -> list:
-    """A stand-in process group (this process ``rank`` of ``size``); returns the list of the
-    collectives it is asked for."""
-    calls = []
-    monkeypatch.setattr(distributed, "_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: size)
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: rank)
-    monkeypatch.setattr(distributed.dist, "get_backend", lambda *args: backend)
-    monkeypatch.setattr(distributed.dist, "monitored_barrier", lambda **kw: calls.append(("monitored_barrier", kw)))
-    monkeypatch.setattr(distributed.dist, "barrier", lambda *args, **kw: calls.append(("barrier", args, kw)))
-    return calls
 
 
 def test_rank_and_world_size_come_from_the_group_else_from_torchrun_else_alone(monkeypatch):
