@@ -6,6 +6,7 @@ import subprocess
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 def randomize_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
@@ -38,3 +39,18 @@ class RecordedOps(TorchDispatchMode):
 
     def count(self, name: str) -> int:
         return self.names.count(name)
+
+
+class CPUTensorCreations(TorchDispatchMode):
+    """The aten operators run inside ``with CPUTensorCreations() as created:`` that returned a CPU
+    tensor (``created.ops``): with inputs on ``meta`` (a stand-in for a GPU), none should."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tree_flatten(out)[0]):
+            self.ops.append(str(func))
+        return out

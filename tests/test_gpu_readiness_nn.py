@@ -16,8 +16,8 @@ import pytest
 import torch
 from einops import rearrange
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+
+from helpers import CPUTensorCreations
 
 from ocnet_edu.backbones import build_backbone
 from ocnet_edu.engine.builders import build_model
@@ -84,20 +84,6 @@ def test_ablation_control_run_still_trains(tmp_path, one_thread):
 
 
 # --- meta device: no CPU tensor is created -----------------------------------------------------------
-
-
-class CPUTensorCreations(TorchDispatchMode):
-    """Records every aten op that returns a CPU tensor."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tree_flatten(out)[0]):
-            self.ops.append(str(func))
-        return out
 
 
 def bias_free(module: nn.Module) -> nn.Module:

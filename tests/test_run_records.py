@@ -327,9 +327,13 @@ def test_record_loss_sums_counts_and_keeps_the_first_non_finite_iteration_as_int
     assert state.first_nonfinite.dtype == torch.int64 and state.first_nonfinite.item() == 3  # 1-based, as logged
     assert not state.loss_sum.requires_grad
     # on another device (meta stands in for a GPU): nothing is made on the CPU
+    from helpers import CPUTensorCreations
+
     state = SimpleNamespace(loss_sum=None, loss_steps=0, first_nonfinite=None, iteration=0)
-    _record_loss(state, torch.tensor(1.0, device="meta"))
-    assert state.first_nonfinite.device.type == "meta" and state.loss_sum.device.type == "meta"
+    loss = torch.tensor(1.0, device="meta")
+    with CPUTensorCreations() as created:
+        _record_loss(state, loss)
+    assert created.ops == [] and state.first_nonfinite.device.type == "meta" and state.loss_sum.device.type == "meta"
 
 
 def test_the_content_checksum_is_the_sha256_of_the_documented_stream_of_keys_types_and_bytes():
