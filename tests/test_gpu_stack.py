@@ -221,6 +221,27 @@ def test_setup_seeds_every_generator_builds_from_the_config_and_keeps_plain_batc
     assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.model.parameters() if p.dim() == 4)
 
 
+def test_parallelize_wraps_in_ddp_only_in_a_group_with_the_local_gpu_as_its_device(tmp_path, monkeypatch):
+    """DistributedDataParallel (a stand-in here: a real one needs a process group) wraps the bare
+    model in a group, naming the local GPU on CUDA and no device on the CPU; the model itself is kept."""
+    wrapped = []
+
+    class DDP(nn.Module):
+        def __init__(self, module, device_ids=None):
+            super().__init__()
+            wrapped.append((module, device_ids))
+
+    monkeypatch.setattr(nn.parallel, "DistributedDataParallel", DDP)
+    cfg = tiny_config(tmp_path / "run")
+    state = setup(cfg, CPU)
+    parallelize(state, cfg, CPU)  # alone: the model runs itself
+    assert state.runner is state.model and wrapped == []
+    for device, ids in [(torch.device("cpu"), None), (torch.device("cuda", 1), [1])]:
+        ctx = distributed.DistributedContext(rank=1, world_size=2, local_rank=1, device=device)
+        parallelize(state, cfg, ctx)
+        assert isinstance(state.runner, DDP) and wrapped[-1] == (state.model, ids)
+
+
 # ---------------------------------------------------------------- items 8, 12: backend flags
 @pytest.fixture
 def restore_backends():

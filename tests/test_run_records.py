@@ -345,12 +345,14 @@ def test_the_content_checksum_is_the_sha256_of_the_documented_stream_of_keys_typ
     from ocnet_edu.engine.checkpoint import content_checksum
 
     tensor = torch.tensor([[1, 2], [3, 4]], dtype=torch.int16).t()  # not contiguous: hashed in its own order
-    obj = {"b": tensor, "a": [1.5, "x", (None,)], 3: {"k": True}, "checksum": "not hashed", "e": torch.zeros(0)}
+    obj = {"b": tensor, "a": [1.5, "x", (None,)], 3: {"k": True}, "checksum": "not hashed", "e": torch.zeros(0),
+           "c": "y", "d": "x"}  # (sorted by key, not by value: c before d)
     stream = b"".join([
-        b":dict:4;",
+        b":dict:6;",
         b"/3:dict:1;", b"/3/'k':bool:True;",
         b"/'a':seq:3;", b"/'a'/0:float:1.5;", b"/'a'/1:str:'x';", b"/'a'/2:seq:1;", b"/'a'/2/0:NoneType:None;",
         b"/'b':tensor:torch.int16:(2, 2);", bytes([1, 0, 3, 0, 2, 0, 4, 0]),
+        b"/'c':str:'y';", b"/'d':str:'x';",
         b"/'e':tensor:torch.float32:(0,);",
     ])
     assert content_checksum(obj) == "sha256:" + hashlib.sha256(stream).hexdigest()

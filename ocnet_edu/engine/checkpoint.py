@@ -50,7 +50,7 @@ def _hash_into(digest: "hashlib._Hash", value: Any, key: str) -> None:
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{key}:tensor:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())  # b"" for an empty tensor
     elif isinstance(value, dict):
         digest.update(f"{key}:dict:{len(value)};".encode())
         for name, item in sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0]))):
