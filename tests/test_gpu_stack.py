@@ -213,11 +213,11 @@ def test_setup_seeds_every_generator_builds_from_the_config_and_keeps_plain_batc
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in state.model.modules())
     weights = [p for p in state.model.parameters() if p.dim() == 4]
     assert state.channels_last and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
-    assert state.amp_dtype == torch.bfloat16 and not state.scaler.is_enabled()
+    assert state.amp_dtype == torch.bfloat16 and state.scaler.is_enabled() is False
     assert state.runner is state.model and state.model_config == ckpt.model_config(cfg)
     assert state.optimizer.param_groups[0]["lr"] == cfg.optim.lr and state.loss_options["ohem"] == cfg.loss.ohem
     plain = setup(tiny_config(tmp_path / "plain"), CPU)
-    assert not plain.channels_last and plain.amp_dtype is None and not plain.scaler.is_enabled()
+    assert not plain.channels_last and plain.amp_dtype is None and plain.scaler.is_enabled() is False
     assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.model.parameters() if p.dim() == 4)
 
 
@@ -240,6 +240,13 @@ def test_parallelize_wraps_in_ddp_only_in_a_group_with_the_local_gpu_as_its_devi
         ctx = distributed.DistributedContext(rank=1, world_size=2, local_rank=1, device=device)
         parallelize(state, cfg, ctx)
         assert isinstance(state.runner, DDP) and wrapped[-1] == (state.model, ids)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or "compiled")
+    compiling = tiny_config(tmp_path / "run", "runtime.compile=true")
+    parallelize(state, compiling, CPU)  # torch.compile runs the model, or its DDP wrapper in a group
+    assert state.runner == "compiled" and compiled == [state.model]
+    parallelize(state, compiling, ctx)
+    assert state.runner == "compiled" and isinstance(compiled[-1], DDP)
 
 
 # ---------------------------------------------------------------- items 8, 12: backend flags
@@ -351,9 +358,9 @@ def test_log_every_writes_the_mean_loss_of_the_window_and_still_catches_nan(tmp_
 # ---------------------------------------------------------------- item 13: bfloat16 only where native
 def test_amp_dtype_auto_picks_float16_where_bfloat16_is_only_emulated(monkeypatch, capsys, tmp_path):
     cuda = torch.device("cuda")
-    native = {"value": False}
+    native = {"value": False}  # bfloat16 emulated only (asked about native support, the GPU says no)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: including_emulation or native["value"])
+                        lambda including_emulation=True: native["value"] if including_emulation is False else True)
     auto = tiny_config(tmp_path, "runtime.amp=true")
     assert auto.runtime.amp_dtype == "auto"  # the default: "not set by the user"
     assert _amp_dtype(auto, cuda) == torch.float16 and capsys.readouterr().out == ""  # said only if asked
