@@ -437,6 +437,12 @@ def test_the_builders_take_every_value_from_the_config():
     weights = options["class_weights"]
     assert weights.dtype == torch.float32 and torch.equal(weights, torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0]))
     assert loss_options(cfg, "meta")["class_weights"].device.type == "meta"
+    default = torch.get_default_dtype()
+    try:  # float32 whatever the default dtype (the loss casts its logits to float32)
+        torch.set_default_dtype(torch.float64)
+        assert loss_options(cfg)["class_weights"].dtype == torch.float32
+    finally:
+        torch.set_default_dtype(default)
     assert loss_options(load_config("configs/synthetic.yaml"))["class_weights"] is None
 
 
