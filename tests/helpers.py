@@ -8,6 +8,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ocnet_edu.engine import distributed
+
 
 def randomize_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
     """Non-trivial BN running statistics and affine parameters, so that eval mode is not the identity."""
@@ -54,3 +56,17 @@ class CPUTensorCreations(TorchDispatchMode):
         if any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tree_flatten(out)[0]):
             self.ops.append(str(func))
         return out
+
+
+def stand_in_group(monkeypatch, rank: int, size: int, backend: str = "gloo") -> list:
+    """A stand-in process group of ``ocnet_edu.engine.distributed`` (this process ``rank`` of ``size``, on
+    ``backend``), so that one process can check what several would do; returns the list of the barriers
+    it is asked for."""
+    calls = []
+    monkeypatch.setattr(distributed, "_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: size)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: rank)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda *args: backend)
+    monkeypatch.setattr(distributed.dist, "monitored_barrier", lambda **kw: calls.append(("monitored_barrier", kw)))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda *args, **kw: calls.append(("barrier", args, kw)))
+    return calls

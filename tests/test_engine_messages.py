@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import stand_in_group
 from ocnet_edu.engine import distributed
 from ocnet_edu.engine.distributed import DistributedError, _stopped_answering, all_reduce_mean
 from ocnet_edu.engine.predict import train_to_raw_ids
@@ -22,19 +23,6 @@ def _world(monkeypatch, rank: int, size: int) -> None:
     """torchrun's environment of one process, without a process group."""
     monkeypatch.setenv("RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", str(size))
-
-
-def _group(monkeypatch, rank: int, size: int, backend: str = "gloo") -> list:
-    """A stand-in process group (this process ``rank`` of ``size``); returns the list of the
-    collectives it is asked for."""
-    calls = []
-    monkeypatch.setattr(distributed, "_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: size)
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: rank)
-    monkeypatch.setattr(distributed.dist, "get_backend", lambda *args: backend)
-    monkeypatch.setattr(distributed.dist, "monitored_barrier", lambda **kw: calls.append(("monitored_barrier", kw)))
-    monkeypatch.setattr(distributed.dist, "barrier", lambda *args, **kw: calls.append(("barrier", args, kw)))
-    return calls
 
 
 def _tail(error: BaseException) -> str:
@@ -68,7 +56,7 @@ def test_with_more_ranks_and_no_report_another_process_is_blamed(monkeypatch):
 
 def test_all_reduce_mean_divides_the_sum_by_the_world_and_leaves_its_input_alone(monkeypatch):
     """A stand-in group of three ranks holding the same value: the sum is three times it."""
-    _group(monkeypatch, 0, 3)
+    stand_in_group(monkeypatch, 0, 3)
     monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, *args, **kwargs: tensor.mul_(3))
     value = torch.tensor([1.5, -2.0], requires_grad=True)
     mean = all_reduce_mean(value)
@@ -144,7 +132,7 @@ def test_all_gather_object_collects_one_object_per_rank_in_order(monkeypatch):
     from ocnet_edu.engine.distributed import all_gather_object
 
     assert all_gather_object({"a": 1}) == [{"a": 1}]  # one process: no group
-    _group(monkeypatch, 1, 3)
+    stand_in_group(monkeypatch, 1, 3)
 
     def gather(into, obj):  # a stand-in group of three ranks, this one being rank 1
         into[:] = [f"{obj} from 0", obj, f"{obj} from 2"]
@@ -166,9 +154,9 @@ def test_rank_and_world_size_come_from_the_group_else_from_torchrun_else_alone(m
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
     _world(monkeypatch, 3, 5)
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (3, 5, False)
-    _group(monkeypatch, 2, 7)  # a group, once up, is what counts
+    stand_in_group(monkeypatch, 2, 7)  # a group, once up, is what counts
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (2, 7, False)
-    _group(monkeypatch, 0, 7)
+    stand_in_group(monkeypatch, 0, 7)
     assert distributed.is_main()
 
 
@@ -176,17 +164,17 @@ def test_a_barrier_is_gloos_monitored_barrier_within_the_timeout_and_nccls_plain
     from datetime import timedelta
 
     monkeypatch.setattr(distributed, "_timeout_minutes", 0.5)
-    calls = _group(monkeypatch, 1, 2, "gloo")
+    calls = stand_in_group(monkeypatch, 1, 2, "gloo")
     distributed.barrier()
     assert calls == [("monitored_barrier", {"timeout": timedelta(seconds=30), "wait_all_ranks": True})]
-    calls = _group(monkeypatch, 1, 2, "nccl")
+    calls = stand_in_group(monkeypatch, 1, 2, "nccl")
     distributed.barrier()
     assert calls == [("barrier", (), {})]
 
     def missing(**kw):
         raise RuntimeError("Rank 0 failed to pass monitoredBarrier in 30000 ms")
 
-    _group(monkeypatch, 1, 2, "gloo")
+    stand_in_group(monkeypatch, 1, 2, "gloo")
     monkeypatch.setattr(distributed.dist, "monitored_barrier", missing)
     with pytest.raises(DistributedError, match=r"^rank 1 of 2: a barrier failed: rank\(s\) 0 stopped answering"):
         distributed.barrier()
@@ -196,7 +184,7 @@ def test_a_barrier_is_gloos_monitored_barrier_within_the_timeout_and_nccls_plain
 
 def test_all_reduce_sum_sums_in_place_over_the_given_group_and_names_itself_on_failure(monkeypatch):
     seen = []
-    _group(monkeypatch, 0, 2)
+    stand_in_group(monkeypatch, 0, 2)
 
     def all_reduce(tensor, op=None, group=None):
         seen.append((op, group))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import stand_in_group
 from ocnet_edu.engine import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,17 +52,33 @@ def test_a_frozen_rank_stops_the_others_within_the_timeout(tmp_path, operation, 
     assert "runtime.dist_timeout = 0.05 min" in done.stderr
 
 
-def test_setup_passes_the_timeout_to_the_process_group(monkeypatch):
-    seen = {}
+LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "MASTER_ADDR")
 
-    def fake_init(backend, timeout):
-        seen.update(backend=backend, timeout=timeout)
 
+@pytest.fixture
+def launch(monkeypatch):
+    """A clean launch environment, a stand-in for ``init_process_group`` (recording its calls) and
+    ``fake_cuda()``, which makes the process see CUDA (recording ``set_device``)."""
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, timeout: calls.append(("init", backend, timeout)))
+    monkeypatch.setattr(distributed, "_timeout_minutes", distributed.DEFAULT_TIMEOUT_MINUTES)
+
+    def fake_cuda():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+
+    return calls, fake_cuda
+
+
+def test_setup_passes_the_timeout_to_the_process_group(launch, monkeypatch):
+    calls, _ = launch
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(distributed.dist, "init_process_group", fake_init)
     ctx = distributed.setup("cpu", timeout_minutes=0.5)
-    assert seen == {"backend": "gloo", "timeout": timedelta(seconds=30)}
+    assert calls == [("init", "gloo", timedelta(seconds=30))]
     assert (ctx.rank, ctx.world_size) == (1, 2)
     with pytest.raises(ValueError, match="runtime.dist_timeout"):
         distributed.setup("cpu", timeout_minutes=0)
@@ -93,27 +110,6 @@ def test_communication_failures_name_rank_world_size_and_key(monkeypatch):
     with pytest.raises(RuntimeError, match="^size mismatch$"):  # other errors pass through unchanged
         with distributed.explain_failures("training"):
             raise RuntimeError("size mismatch")
-
-
-LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "MASTER_ADDR")
-
-
-@pytest.fixture
-def launch(monkeypatch):
-    """A clean launch environment, a stand-in for ``init_process_group`` (recording its calls) and
-    ``fake_cuda()``, which makes the process see CUDA (recording ``set_device``)."""
-    for name in LAUNCH_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    calls = []
-    monkeypatch.setattr(distributed.dist, "init_process_group",
-                        lambda backend, timeout: calls.append(("init", backend, timeout)))
-    monkeypatch.setattr(distributed, "_timeout_minutes", distributed.DEFAULT_TIMEOUT_MINUTES)
-
-    def fake_cuda():
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
-
-    return calls, fake_cuda
 
 
 def test_setup_alone_is_rank_0_of_1_on_the_cpu_without_a_group(launch):
@@ -152,9 +148,7 @@ def test_setup_joins_a_group_of_one_only_when_torchrun_launched_it(launch, monke
 def test_setup_does_not_join_twice(launch, monkeypatch):
     calls, _ = launch
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(distributed, "_initialized", lambda: True)
-    monkeypatch.setattr(distributed.dist, "get_world_size", lambda *args: 2)
-    monkeypatch.setattr(distributed.dist, "get_rank", lambda *args: 1)
+    stand_in_group(monkeypatch, 1, 2)
     assert distributed.setup("cpu", timeout_minutes=5) == distributed.DistributedContext(1, 2, 0, torch.device("cpu"))
     assert calls == [] and distributed._timeout_minutes == distributed.DEFAULT_TIMEOUT_MINUTES
 
