@@ -6,6 +6,7 @@ give the same outputs, input and parameter gradients and batch-norm statistics, 
 stage order, padded size and memory format, with and without recomputation in backward.
 """
 
+import contextlib
 import copy
 
 import pytest
@@ -101,6 +102,92 @@ def test_lean_inference_holds_less_than_fused_self_attention():
     isa.fused = False
     explicit = peak_tensor_bytes(isa, x)
     assert lean < peak_tensor_bytes(sa, x) and lean < explicit
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+@pytest.mark.parametrize("stages", [("global", "local"), ("local", "global"), ("global",), ("local",)])
+def test_lean_inference_equals_explicit(stages, size, flavour, channels_last):
+    """Without autograd (folded batch-norms, products in blocks, dead buffers recycled): the
+    explicit path's output, and the caller's input is left as it was."""
+    module = make(flavour, stages).eval()
+    x = torch.randn(2, 6, *size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    with torch.no_grad():
+        lean = module(x)
+        module.fused = False
+        explicit = module(x)
+    torch.testing.assert_close(lean, explicit)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_inference_never_writes_into_the_callers_input(memory_format):
+    """Every map of one size: the input's rows (for a channels_last input, a contiguous view of it)
+    would fit any request for a buffer, and must never be handed out."""
+    torch.manual_seed(0)
+    module = randomize_batch_norm(InterlacedSparseSelfAttention(4, 4, 4, 4, groups=(2, 2))).eval()
+    x = torch.randn(1, 4, 4, 4).contiguous(memory_format=memory_format)
+    before = x.clone()
+    with torch.no_grad():
+        y = module(x)
+        module.fused = False
+        torch.testing.assert_close(y, module(x))
+    assert torch.equal(x, before)
+
+
+def _recording_recyclers(monkeypatch) -> list:
+    """Make ``recycle.recycling`` record the recycler of every block it opens."""
+    from ocnet_edu.nn import recycle
+
+    recyclers, real = [], recycle.recycling
+
+    @contextlib.contextmanager
+    def recording(protected=()):
+        with real(protected) as recycler:
+            recyclers.append(recycler)
+            yield recycler
+
+    monkeypatch.setattr(recycle, "recycling", recording)
+    return recyclers
+
+
+@pytest.mark.parametrize("side", [32, 30])  # 30: padded to 32 (groups of 4)
+def test_inference_recycles_dead_buffers_and_keeps_the_peak(monkeypatch, side):
+    """A CPU inference pass hands dead intermediates out again (fewer new pages to fault in), with
+    the same output and never more memory alive at once than without recycling."""
+    from ocnet_edu.nn import recycle
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 64, side, side)
+    isa = randomize_batch_norm(InterlacedSparseSelfAttention(64, groups=(4, 4))).eval()
+    recyclers = _recording_recyclers(monkeypatch)
+    with torch.no_grad():
+        recycled = isa(x)
+    peak = peak_tensor_bytes(isa, x)
+    assert len(recyclers) == 2 and recyclers[0].protected == {x.untyped_storage().data_ptr()}
+    reused = recyclers[0].reused_bytes
+    assert reused >= 4 * 64 * side * side  # at least one map's worth of rows handed out again
+    monkeypatch.setattr(recycle, "recycling", lambda protected=(): contextlib.nullcontext())
+    with torch.no_grad():
+        torch.testing.assert_close(isa(x), recycled, rtol=0, atol=0)
+    assert peak <= peak_tensor_bytes(isa, x)
+
+
+def test_no_recycling_with_autograd_or_off_the_cpu(monkeypatch):
+    recyclers = _recording_recyclers(monkeypatch)
+    module = make()
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    module.eval()(x.clone().requires_grad_(True))
+    with torch.no_grad():
+        copy.deepcopy(module).to("meta")(x.to("meta"))
+    assert recyclers == []
+    with torch.no_grad():
+        module(x)
+    assert len(recyclers) == 1
 
 
 def test_eval_batch_norm_is_folded_only_where_it_is_a_plain_affine_map():
