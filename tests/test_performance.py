@@ -62,7 +62,7 @@ def test_targets_table_compares_side_by_side():
         rows += [{"size": "8x8", "mode": mode, "variant": "sa_fused", "allocator_peak_mb": 10.0, "rss_peak_mb": 20.0,
                   "time_median_ms": sa_time, "gflops": 10.0},
                  {"size": "8x8", "mode": mode, "variant": "isa_fused", "allocator_peak_mb": 11.0, "rss_peak_mb": 30.0,
-                  "time_median_ms": isa_time, "gflops": 2.0}]
+                  "time_median_ms": isa_time, "gflops": 2.0, "rate_vs_matmul": 0.4}]
     rows.append({"size": "8x8", "mode": "inference", "variant": "matmul_64", "time_median_ms": 100.0, "gflops": 1.0})
     table = pd.DataFrame(targets_table(rows)).set_index("target")
     memory = table.loc["ISA default / SA fused: peak memory, inference"]
@@ -73,10 +73,41 @@ def test_targets_table_compares_side_by_side():
     at_128 = pd.DataFrame(targets_table([{**row, "size": "128x128"} for row in rows])).set_index("target")
     assert at_128.loc["SA fused / ISA default: time, training step (speed-up)", "met"]
     assert table.loc["ISA default GFLOP/s / 64² matmul GFLOP/s (inference)", "ratio"] == 0.4
-    rows.append({"size": "8x8", "mode": "inference", "variant": "isa_products", "time_median_ms": 300.0, "gflops": 2.4})
+    rows.append({"size": "8x8", "mode": "inference", "variant": "isa_products", "time_median_ms": 300.0, "gflops": 2.4,
+                 "rate_vs_matmul": 0.8})
     table = pd.DataFrame(targets_table(rows)).set_index("target")
     ceiling = table.loc["ceiling: ISA's matrix products alone / 64² matmul, GFLOP/s"]
     assert ceiling["ratio"] == 0.8 and ceiling["met"] is None       # information, not a target
+    assert not any(label.startswith("with malloc") for label in table.index)  # not measured: no row
+    rows[1]["rate_vs_matmul_malloc_kept"] = 0.9   # the inference row of isa_fused
+    table = pd.DataFrame(targets_table(rows)).set_index("target")
+    kept = table.loc["with malloc keeping freed memory: ISA default / 64² matmul, GFLOP/s"]
+    assert kept["ratio"] == 0.9 and kept["met"] is None
+
+
+def test_throughput_is_the_median_of_rates_paired_within_a_repeat():
+    from ocnet_edu.experiments.performance import paired_rate
+
+    # repeats: the machine at full speed, at half speed, and a slow pass of the module alone
+    assert paired_rate(2.0, [100.0, 200.0, 400.0], 1.0, [50.0, 100.0, 50.0]) == 1.0
+    assert paired_rate(1.0, [10.0, 30.0], 1.0, [10.0, 10.0]) == pytest.approx(2 / 3)  # an even count: the mean of two
+    with pytest.raises(ValueError):
+        paired_rate(1.0, [10.0, 20.0], 1.0, [10.0])
+
+
+def test_timed_passes_report_their_page_faults():
+    from ocnet_edu.experiments.performance import _measure_times
+
+    times = _measure_times(["isa_fused"], (8, 8), "inference", "cpu", repeats=2, matmul=64, channels=16)
+    assert set(times) == {"isa_fused", "matmul", "isa_products", "gflops:isa_products",
+                          "faults:isa_fused", "faults:matmul", "faults:isa_products"}
+    assert all(len(times[k]) == 2 for k in times if k != "gflops:isa_products")
+    assert all(isinstance(n, int) and n >= 0 for k in times if k.startswith("faults:") for n in times[k])
+    # a pass that touches new memory takes page faults: 64 MiB written once
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(2**24)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before >= 2**26 // resource.getpagesize() // 2
 
 
 def test_product_shapes_records_every_product_of_the_default_path():
