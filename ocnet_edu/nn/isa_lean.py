@@ -312,8 +312,6 @@ def _attention(stage_module: nn.Module, rows: torch.Tensor, stage: str, geometry
     query = _grouped_transform(stage_module.theta, rows, stage, geometry, grouped)
     key = _grouped_transform(stage_module.phi, rows, stage, geometry, grouped)
     value = _grouped_transform(stage_module.delta, rows, stage, geometry, grouped)
-    if not any(_shared(rows, t) for t in (query, key, value)):  # (the caller's input is protected)
-        recycle.give(rows)
     del rows
     recycle.release()  # the mask and the attention's output are allocated as usual
     # (None without padding, the only case in which the rows come grouped)
