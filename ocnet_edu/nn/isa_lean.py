@@ -38,19 +38,15 @@ which the CPU kernels treat as ``channels_last``, with the statistics over all `
 the ``[B, C, H, W]`` map. (An ``[g, c, n, 1]`` ``channels_last`` view gave the same numbers, but its
 batch-norm and ReLU backward ran 6–12× slower.)
 
-Without autograd (inference) four more things apply: a batch-norm in eval mode is folded into the
+Without autograd (inference) three more things apply: a batch-norm in eval mode is folded into the
 1×1 convolution before it (:func:`folded_1x1`) and the ReLU after it runs in place; products over
-many rows run in blocks of :data:`CHUNK_ROWS`; a padded map is grouped and ungrouped with one
-copy per row (:func:`group_slots`); and on the CPU every product, regrouping copy and ungrouping
-writes into a dead intermediate of the same size when there is one (:mod:`ocnet_edu.nn.recycle`:
-fewer new pages for the kernel to fault in, the same peak memory).
+many rows run in blocks of :data:`CHUNK_ROWS`; and a padded map is grouped and ungrouped with one
+copy per row (:func:`group_slots`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import re
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +54,6 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from ocnet_edu.nn import recycle
 from ocnet_edu.nn.attention import attend
 
 __all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded_1x1", "frozen_norm_statistics", "group_rows", "group_slots", "lean_forward", "linear_1x1",
@@ -124,34 +119,24 @@ CHUNK_ROWS = 4096
 
 
 def _product(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``rows @ weightᵀ + bias`` for contiguous rows or the transposed view of an NCHW map.
-
-    Without autograd the output is a :func:`recycle.empty` buffer written with ``out=``.
-    """
-    if rows.is_contiguous() and not torch.is_grad_enabled():
+    """``rows @ weightᵀ + bias`` for contiguous rows or the transposed view of an NCHW map."""
+    if rows.is_contiguous():
+        if torch.is_grad_enabled() or rows.shape[:-1].numel() <= 2 * CHUNK_ROWS:
+            return F.linear(rows, weight, bias)
         matrix = rearrange(rows, "... c -> (...) c")
-        out = recycle.empty((matrix.shape[0], weight.shape[0]), like=matrix)
-        step = matrix.shape[0] if matrix.shape[0] <= 2 * CHUNK_ROWS else CHUNK_ROWS
-        for first in range(0, matrix.shape[0], max(step, 1)):
-            block = slice(first, first + step)
+        out = matrix.new_empty(matrix.shape[0], weight.shape[0])
+        for first in range(0, matrix.shape[0], CHUNK_ROWS):
+            block = slice(first, first + CHUNK_ROWS)
             if bias is None:
                 torch.mm(matrix[block], weight.t(), out=out[block])
             else:
                 torch.addmm(bias, matrix[block], weight.t(), out=out[block])
         return out.view(*rows.shape[:-1], weight.shape[0])
-    if rows.is_contiguous():
-        return F.linear(rows, weight, bias)
     # (blocks of a transposed operand ran slower, not faster: the whole product here)
     weight_t = repeat(weight, "o i -> b i o", b=rows.shape[0])
-    out = None if torch.is_grad_enabled() else recycle.empty((*rows.shape[:2], weight.shape[0]), like=rows)
     if bias is None:
-        return torch.bmm(rows, weight_t, out=out)
-    return torch.baddbmm(rearrange(bias, "o -> 1 1 o"), rows, weight_t, out=out)
-
-
-def _shared(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a`` and ``b`` share memory (one is a view of the other, or both of a third)."""
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        return torch.bmm(rows, weight_t)
+    return torch.baddbmm(rearrange(bias, "o -> 1 1 o"), rows, weight_t)
 
 
 def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
@@ -171,23 +156,20 @@ def apply_pointwise(module: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     layers = list(module) if isinstance(module, nn.Sequential) else [module]
     index, fresh = 0, False  # fresh: ``rows`` is a tensor made here (may be overwritten in place)
     while index < len(layers):
-        layer, previous = layers[index], rows
+        layer = layers[index]
         if isinstance(layer, nn.Sequential):  # θ and φ: two conv → BN → act blocks
-            rows = apply_pointwise(layer, rows)
+            out = apply_pointwise(layer, rows)
+            rows, fresh = out, fresh or out is not rows
         elif _plain_1x1(layer) and index + 1 < len(layers) and _foldable_norm(layers[index + 1]):
-            rows = folded_1x1(layer, layers[index + 1], rows)
+            rows, fresh = folded_1x1(layer, layers[index + 1], rows), True
             index += 1
         elif _plain_1x1(layer):
-            rows = linear_1x1(layer, rows)
+            rows, fresh = linear_1x1(layer, rows), True
         elif fresh and type(layer) is nn.ReLU and not torch.is_grad_enabled():
             rows = rows.relu_()
         else:
-            recycle.release()  # the layer allocates its output itself
             groups = rows.shape[0]
             rows = rearrange(layer(rearrange(rows, "g n c -> (g n) c 1 1")), "(g n) c 1 1 -> g n c", g=groups)
-        if not _shared(rows, previous):  # a new tensor, made here; the previous one is dead if it was ours
-            if fresh:
-                recycle.give(previous)
             fresh = True
         index += 1
     return rows
@@ -226,42 +208,22 @@ def group_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], size: tu
     measured slower there, and with a higher peak (97×97 map).
     """
     batch, _, channels = rows.shape
-    if padded == size:
-        return _relayout(rows, RASTER_ROWS, ROW_PATTERNS[stage], ph=groups[0], pw=groups[1], qh=size[0] // groups[0])
-    if torch.is_grad_enabled():
+    if padded == size or torch.is_grad_enabled():
         raster = rearrange(rows, "b (h w) c -> b h w c", h=size[0])
-        raster = F.pad(raster, (0, 0, 0, padded[1] - size[1], 0, padded[0] - size[0]))
+        if padded != size:
+            raster = F.pad(raster, (0, 0, 0, padded[1] - size[1], 0, padded[0] - size[0]))
         return rearrange(raster, f"{RASTER} -> {ROW_PATTERNS[stage]}", ph=groups[0], pw=groups[1])
-    out = recycle.empty((batch * padded[0] * padded[1], channels), like=rows).zero_()  # first: it releases
     slots = group_slots(stage, groups, batch, size, padded, rows.device)
+    out = rows.new_zeros(batch * padded[0] * padded[1], channels)
     out.index_copy_(0, slots, rearrange(rows, "b n c -> (b n) c"))
     return rearrange(out, "(g n) c -> g n c", g=_group_count(stage, groups, batch, padded))
 
 
-def _relayout(tensor: torch.Tensor, source: str, target: str, **sizes: int) -> torch.Tensor:
-    """``rearrange(tensor, f"{source} -> {target}", **sizes)`` for patterns over the same axes: a view
-    where one exists, otherwise one copy, into a :func:`recycle.empty` buffer without autograd."""
-    if torch.is_grad_enabled():
-        return rearrange(tensor, f"{source} -> {target}", **sizes)
-    groups = [group.strip("()").split() for group in re.findall(r"\([^)]*\)|\S+", target)]
-    axes = [axis for group in groups for axis in group]
-    spread = rearrange(tensor, f"{source} -> {' '.join(axes)}", **sizes)  # splits and a permutation: a view
-    length = dict(zip(axes, spread.shape))
-    shape = [math.prod(length[axis] for axis in group) for group in groups]
-    try:
-        return spread.view(shape)
-    except RuntimeError:  # the merged axes are not evenly strided: copy
-        out = recycle.empty(shape, like=spread)
-        out.view(spread.shape).copy_(spread)
-        return out
-
-
 def regroup(rows: torch.Tensor, source: str, target: str, groups: tuple[int, int], batch: int,
             padded: tuple[int, int]) -> torch.Tensor:
-    """The groups of stage ``source`` → those of stage ``target`` (one copy of the rows, or a view
-    where one exists: for one image, when the groups of one stage are the positions of the other)."""
+    """The groups of stage ``source`` → those of stage ``target`` (one copy of the rows)."""
     sizes = {"b": batch, "ph": groups[0], "pw": groups[1], "qh": padded[0] // groups[0]}
-    return _relayout(rows, ROW_PATTERNS[source], ROW_PATTERNS[target], **sizes)
+    return rearrange(rows, f"{ROW_PATTERNS[source]} -> {ROW_PATTERNS[target]}", **sizes)
 
 
 def ungroup_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], batch: int, size: tuple[int, int],
@@ -269,16 +231,13 @@ def ungroup_rows(rows: torch.Tensor, stage: str, groups: tuple[int, int], batch:
     """The groups of ``stage`` ``[g, n, c]`` → raster rows ``[b, (h w), c]``, padding cropped away."""
     sizes = {"b": batch, "ph": groups[0], "pw": groups[1], "qh": padded[0] // groups[0]}
     if padded == size:
-        return _relayout(rows, ROW_PATTERNS[stage], RASTER_ROWS, **sizes)
+        return rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER_ROWS}", **sizes)
     if torch.is_grad_enabled():
         raster = rearrange(rows, f"{ROW_PATTERNS[stage]} -> {RASTER}", **sizes)[:, :size[0], :size[1]]
         return rearrange(raster, "b h w c -> b (h w) c")
     # one copy: each pixel's row read from its slot, the padding left behind
-    flat = rearrange(rows, "g n c -> (g n) c")
-    out = recycle.empty((batch * size[0] * size[1], flat.shape[1]), like=flat)  # first: it releases
     slots = group_slots(stage, groups, batch, size, padded, rows.device)
-    out = torch.index_select(flat, 0, slots, out=out)
-    return rearrange(out, "(b n) c -> b n c", b=batch)
+    return rearrange(rearrange(rows, "g n c -> (g n) c").index_select(0, slots), "(b n) c -> b n c", b=batch)
 
 
 def _key_mask(stage: str, groups, size, padded, batch: int, device) -> torch.Tensor | None:
@@ -296,12 +255,7 @@ def _grouped_transform(module: nn.Module, rows: torch.Tensor, stage: str, geomet
     (A function, not a closure over ``rows``: ``del`` of a closed-over name stops torch.compile.)
     """
     out = apply_pointwise(module, rows)
-    if grouped:
-        return out
-    moved = group_rows(out, stage, geometry["groups"], geometry["size"], geometry["padded"])
-    if not _shared(out, rows) and not _shared(moved, out):  # the transform's own output, copied
-        recycle.give(out)
-    return moved
+    return out if grouped else group_rows(out, stage, geometry["groups"], geometry["size"], geometry["padded"])
 
 
 def _attention(stage_module: nn.Module, rows: torch.Tensor, stage: str, geometry: dict, grouped: bool):
@@ -313,12 +267,9 @@ def _attention(stage_module: nn.Module, rows: torch.Tensor, stage: str, geometry
     key = _grouped_transform(stage_module.phi, rows, stage, geometry, grouped)
     value = _grouped_transform(stage_module.delta, rows, stage, geometry, grouped)
     del rows
-    recycle.release()  # the mask and the attention's output are allocated as usual
     # (None without padding, the only case in which the rows come grouped)
     mask = _key_mask(stage, geometry["groups"], geometry["size"], geometry["padded"], geometry["batch"], query.device)
-    out = attend(query, key, value, key_mask=mask, fused=True).output
-    recycle.give(query, key, value)
-    return out
+    return attend(query, key, value, key_mask=mask, fused=True).output
 
 
 def _to_rows(x: torch.Tensor) -> torch.Tensor:
@@ -334,7 +285,6 @@ def _output_map(rho: nn.Module, rows: torch.Tensor, like: torch.Tensor) -> torch
     transposed operand); the layers after it run as modules on that map.
     """
     height, width = like.shape[-2:]
-    recycle.release()  # what is made here is returned
     layers = list(rho) if isinstance(rho, nn.Sequential) else [rho]
     nchw = like.is_contiguous() and _plain_1x1(layers[0])
     if not nchw:
@@ -357,18 +307,10 @@ def _stage(stage_module, rows, stage, geometry, grouped, next_stage, last):
     del rows
     groups, batch, size, padded = geometry["groups"], geometry["batch"], geometry["size"], geometry["padded"]
     if next_stage is not None and padded == size:
-        moved = regroup(out, stage, next_stage, groups, batch, padded)
+        out = regroup(out, stage, next_stage, groups, batch, padded)
     else:
-        moved = ungroup_rows(out, stage, groups, batch, size, padded)
-    owner = out if _shared(moved, out) else moved  # the tensor whose memory ρ reads
-    if owner is moved:
-        recycle.give(out)
-    if last:
-        return moved
-    result = apply_pointwise(stage_module.rho, moved)
-    if not _shared(result, owner):
-        recycle.give(owner)
-    return result
+        out = ungroup_rows(out, stage, groups, batch, size, padded)
+    return out if last else apply_pointwise(stage_module.rho, out)
 
 
 @contextlib.contextmanager
@@ -445,13 +387,10 @@ def lean_forward(stages: list[tuple[str, nn.Module]], x: torch.Tensor, groups: t
     geometry = {"groups": groups, "batch": x.shape[0], "size": tuple(x.shape[-2:]), "padded": padded}
     rows, grouped = _to_rows(x), False
     use_checkpoint = recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-    recycling = not torch.is_grad_enabled() and x.device.type == "cpu" and not torch.compiler.is_compiling()
-    with recycle.recycling(protected=(x,)) if recycling else contextlib.nullcontext():
-        for index, (name, module) in enumerate(stages):
-            last = index == len(stages) - 1
-            next_stage = None if last else stages[index + 1][0]
-            arguments = (name, geometry, grouped, next_stage, last)
-            rows = (_checkpointed(_stage, module, rows, *arguments) if use_checkpoint
-                    else _stage(module, rows, *arguments))
-            grouped = not last and padded == geometry["size"]
-        return _output_map(stages[-1][1].rho, rows, like=x)
+    for index, (name, module) in enumerate(stages):
+        last = index == len(stages) - 1
+        next_stage = None if last else stages[index + 1][0]
+        arguments = (name, geometry, grouped, next_stage, last)
+        rows = _checkpointed(_stage, module, rows, *arguments) if use_checkpoint else _stage(module, rows, *arguments)
+        grouped = not last and padded == geometry["size"]
+    return _output_map(stages[-1][1].rho, rows, like=x)
