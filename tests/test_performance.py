@@ -103,11 +103,19 @@ def test_timed_passes_report_their_page_faults():
                           "faults:isa_fused", "faults:matmul", "faults:isa_products"}
     assert all(len(times[k]) == 2 for k in times if k != "gflops:isa_products")
     assert all(isinstance(n, int) and n >= 0 for k in times if k.startswith("faults:") for n in times[k])
-    # a pass that touches new memory takes page faults: 64 MiB written once
+
+
+def test_a_timed_pass_that_writes_new_memory_reports_its_pages():
     import resource
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(2**24)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before >= 2**26 // resource.getpagesize() // 2
+
+    from ocnet_edu.experiments.performance import _pages_mib, _timed
+
+    synced = []
+    elapsed, pages = _timed(lambda: torch.ones(2**24), lambda: synced.append(1))  # 64 MiB written once
+    assert elapsed > 0 and synced == [1, 1]
+    assert pages >= 2**26 // resource.getpagesize() // 2
+    page = resource.getpagesize()
+    assert _pages_mib([0, 2**20 // page, 2**21 // page]) == 1.0 and _pages_mib([2**19 // page]) == 0.5
 
 
 def test_product_shapes_records_every_product_of_the_default_path():
