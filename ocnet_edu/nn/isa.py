@@ -37,6 +37,7 @@ from torch import nn
 
 from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
 from ocnet_edu.nn.flavour import Flavour, get_flavour
+from ocnet_edu.nn.isa_banded import banded_applies, banded_forward
 from ocnet_edu.nn.isa_lean import lean_forward
 from ocnet_edu.nn.layers import check_input, check_size
 from ocnet_edu.nn.tracing import crop, exporting
@@ -346,8 +347,11 @@ class InterlacedSparseSelfAttention(nn.Module):
             window = ((pad[2], x.shape[-2] - pad[3]), (pad[0], x.shape[-1] - pad[1]))
         if self.fused and not return_relations and not exporting():  # export traces the branch-free path
             stages = [(name, self.stage(name)) for name in self.stages]
-            x = lean_forward(stages, x, self.groups, _round_up(tuple(x.shape[-2:]), self.groups),
-                             recompute=self.recompute and self.training)
+            padded = _round_up(tuple(x.shape[-2:]), self.groups)
+            if banded_applies(stages, x):  # CPU inference: the same numbers, in bands of pixel rows
+                x = banded_forward(stages, x, self.groups, padded)
+            else:
+                x = lean_forward(stages, x, self.groups, padded, recompute=self.recompute and self.training)
             return x if window is None else _crop(x, *window)
         relations: dict[str, torch.Tensor | None] = {name: None for name in STAGES}
         for name in self.stages:

@@ -56,7 +56,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from ocnet_edu.nn.attention import attend
 
-__all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded_1x1", "frozen_norm_statistics", "group_rows", "group_slots", "lean_forward", "linear_1x1",
+__all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded_1x1", "folded_weights", "frozen_norm_statistics", "group_rows", "group_slots", "lean_forward", "linear_1x1",
            "regroup", "ungroup_rows"]
 
 #: the groups of each stage, as rows (the right-hand sides of ``isa.GROUP_PATTERNS``)
@@ -94,10 +94,17 @@ def _foldable_norm(layer: nn.Module) -> bool:
 
 
 def folded_1x1(conv: nn.Conv2d, norm: nn.BatchNorm2d, rows: torch.Tensor) -> torch.Tensor:
-    """``norm(conv(rows))`` with an eval-mode batch-norm folded into the convolution: one product.
+    """``norm(conv(rows))`` with an eval-mode batch-norm folded into the convolution: one product
+    (:func:`folded_weights`). The same numbers as the two steps up to float rounding; one pass over
+    the output fewer."""
+    return _product(rows, *folded_weights(conv, norm))
+
+
+def folded_weights(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight ``[o, i]`` and bias ``[o]`` of the 1×1 convolution ``conv`` followed by the eval-mode
+    batch-norm ``norm``, as one affine map.
 
     ``norm(z) = (z − μ)·s + β`` with ``s = γ / √(σ² + ε)``, so ``norm(W x + b) = (s·W) x + (b − μ)·s + β``.
-    The same numbers as the two steps up to float rounding; one pass over the output fewer.
     """
     scale = norm.running_var.add(norm.eps).rsqrt()
     if norm.weight is not None:
@@ -107,8 +114,7 @@ def folded_1x1(conv: nn.Conv2d, norm: nn.BatchNorm2d, rows: torch.Tensor) -> tor
         shift = shift + conv.bias * scale
     if norm.bias is not None:
         shift = shift + norm.bias
-    weight = rearrange(conv.weight, "o i 1 1 -> o i") * rearrange(scale, "o -> o 1")
-    return _product(rows, weight, shift)
+    return rearrange(conv.weight, "o i 1 1 -> o i") * rearrange(scale, "o -> o 1"), shift
 
 
 #: Without autograd, products over more pixel rows than this run in blocks of ``CHUNK_ROWS`` rows

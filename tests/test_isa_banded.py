@@ -1,0 +1,167 @@
+"""ISA's banded CPU inference pass (``isa_banded``) computes what the explicit path computes (issue 17).
+
+It runs by default for a module in eval mode without autograd on a CPU. It must give the explicit
+path's output for every flavour, stage order, padded size, memory format and batch, with one
+block or many (``BLOCK_PIXELS`` made small), and must step aside (to ``lean_forward``) wherever a
+transform is not a per-pixel map or autograd, autocast, another device or compiling is in play.
+"""
+
+import pytest
+import torch
+from einops import rearrange
+
+from ocnet_edu import InterlacedSparseSelfAttention
+from ocnet_edu.nn import isa_banded
+from ocnet_edu.nn.flavour import FLAVOURS
+from ocnet_edu.nn.isa_banded import _copy_block, _new_grouped, banded_applies, blocks, pointwise_steps, run_steps
+from ocnet_edu.nn.isa_lean import group_rows
+from ocnet_edu.profiling import peak_tensor_bytes
+from helpers import randomize_batch_norm
+
+SIZES = [(8, 8), (7, 9), (13, 6), (1, 1)]
+
+
+def make(flavour="paper", stages=("global", "local"), groups=(2, 4), channels=6):
+    torch.manual_seed(0)
+    module = InterlacedSparseSelfAttention(channels, 3, 4, 5, groups=groups, stages=stages, flavour=flavour)
+    return randomize_batch_norm(module).eval()
+
+
+def stages_of(module):
+    return [(name, module.stage(name)) for name in module.stages]
+
+
+def explicit(module, x):
+    module.fused = False
+    try:
+        with torch.no_grad():
+            return module(x)
+    finally:
+        module.fused = True
+
+
+def banded(module, x):
+    with torch.no_grad():
+        assert banded_applies(stages_of(module), x)
+        return module(x)
+
+
+@pytest.mark.parametrize("block_pixels", [2048, 6])
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("stages", [("global", "local"), ("local", "global"), ("local",)])
+def test_banded_equals_explicit(stages, flavour, size, block_pixels, monkeypatch):
+    monkeypatch.setattr(isa_banded, "BLOCK_PIXELS", block_pixels)
+    module = make(flavour, stages, groups=(3, 2))
+    x = torch.randn(2, 6, *size)
+    torch.testing.assert_close(banded(module, x), explicit(module, x))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_channels_last_input_gives_channels_last_output(size, monkeypatch):
+    monkeypatch.setattr(isa_banded, "BLOCK_PIXELS", 8)
+    module = make()
+    x = torch.randn(2, 6, *size).to(memory_format=torch.channels_last)
+    out = banded(module, x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, explicit(module, x.contiguous()))
+
+
+def test_transform_with_relu_and_no_bias_and_several_convolutions():
+    """A ρ of two convolutions (the first with an activation after it) and a δ without bias."""
+    module = make()
+    stage = module.stage("global")
+    stage.rho = torch.nn.Sequential(torch.nn.Conv2d(4, 7, 1, bias=False), torch.nn.LeakyReLU(0.2),
+                                    torch.nn.Identity(), torch.nn.Conv2d(7, 5, 1))
+    x = torch.randn(1, 6, 7, 9)
+    torch.testing.assert_close(banded(module, x), explicit(module, x))
+
+
+def test_the_default_inference_pass_is_banded_and_holds_less(monkeypatch):
+    """The module's default CPU inference runs the banded pass, and it holds less than ``lean_forward``."""
+    torch.manual_seed(0)
+    module = randomize_batch_norm(InterlacedSparseSelfAttention(64, groups=(4, 4))).eval()
+    x = torch.randn(1, 64, 48, 48)
+    calls = []
+    real = isa_banded.banded_forward
+    monkeypatch.setattr("ocnet_edu.nn.isa.banded_forward", lambda *a: calls.append(1) or real(*a))
+    banded_peak = peak_tensor_bytes(module, x)
+    assert calls == [1]
+    monkeypatch.setattr("ocnet_edu.nn.isa.banded_applies", lambda *a: False)
+    assert banded_peak < peak_tensor_bytes(module, x)
+
+
+def test_banded_pass_steps_aside_where_it_does_not_apply():
+    module = make()
+    x = torch.randn(1, 6, 8, 8)
+    stages = stages_of(module)
+    with torch.no_grad():
+        assert banded_applies(stages, x)
+        assert not banded_applies(stages, x.to("meta"))
+        assert not banded_applies(stages, x.long())
+        assert not banded_applies(stages, x.double())  # parameters of another dtype
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not banded_applies(stages, x)
+    assert not banded_applies(stages, x)  # autograd
+    with torch.no_grad():
+        module.train()  # batch-norm statistics over the whole map: not per pixel
+        assert not banded_applies(stages, x)
+        module.eval()
+        handle = module.stage("local").theta.register_forward_hook(lambda *a: None)
+        assert not banded_applies(stages, x)
+        handle.remove()
+        module.stage("local").delta = torch.nn.Sequential(torch.nn.Conv2d(6, 4, 1), torch.nn.GELU())
+        assert not banded_applies(stages, x)
+        module.stage("local").delta = torch.nn.Conv2d(6, 4, 3, padding=1)  # not a per-pixel map
+        assert not banded_applies(stages, x)
+
+
+def test_pointwise_steps_fold_an_eval_batch_norm():
+    torch.manual_seed(0)
+    block = randomize_batch_norm(torch.nn.Sequential(torch.nn.Conv2d(4, 3, 1), torch.nn.BatchNorm2d(3),
+                                                     torch.nn.LeakyReLU(0.1))).eval()
+    with torch.no_grad():
+        steps = pointwise_steps(block)
+        assert [isinstance(step, float) for step in steps] == [False, True] and steps[1] == pytest.approx(0.1)
+        x = torch.randn(2, 4, 3, 5)
+        rows = rearrange(x, "b c h w -> (b h w) c")
+        torch.testing.assert_close(run_steps(steps, rows), rearrange(block(x), "b c h w -> (b h w) c"))
+        kept = rows.clone()
+        run_steps([0.0], rows)
+        assert torch.equal(rows, kept)  # the caller's rows are not written unless owned
+
+
+@pytest.mark.parametrize("height,width,multiple", [(97, 97, 8), (128, 256, 8), (7, 9, 3), (1, 1, 8), (40, 3, 2)])
+@pytest.mark.parametrize("block_pixels", [2048, 10])
+def test_blocks_cover_the_rows_once_in_whole_bands(height, width, multiple, block_pixels, monkeypatch):
+    monkeypatch.setattr(isa_banded, "BLOCK_PIXELS", block_pixels)
+    spans = blocks(height, width, multiple)
+    assert sorted(row for first, last in spans for row in range(first, last)) == list(range(height))
+    assert all(first % multiple == 0 for first, _ in spans)
+    sizes = [last - first for first, last in spans]
+    assert sizes[0] == max(sizes)  # the first block sizes the work buffers
+    most = max(1, min(block_pixels, height * width // 8) // (multiple * width)) * multiple
+    assert max(sizes) < 1.5 * most + multiple
+    if len(spans) > 1:
+        assert min(sizes) >= most / 2
+
+
+@pytest.mark.parametrize("stage", ["global", "local"])
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (5, 3)])
+def test_blocks_copied_into_groups_are_the_grouped_padded_map(stage, size, monkeypatch):
+    monkeypatch.setattr(isa_banded, "BLOCK_PIXELS", 4)
+    groups, batch, channels = (3, 2), 2, 5
+    padded = (-(-size[0] // 3) * 3, -(-size[1] // 2) * 2)
+    geometry = {"groups": groups, "batch": batch, "size": size, "padded": padded}
+    raster = torch.randn(batch, size[0] * size[1], channels)
+    expected = group_rows(raster, stage, groups, size, padded)  # padding zeros, then grouping
+    grouped, view = _new_grouped(stage, tuple(expected.shape), raster, geometry)
+    back = torch.full_like(raster, float("nan"))
+    for b in range(batch):
+        for first, last in blocks(*size, groups[0]):
+            rows = rearrange(raster[b], "(h w) c -> h w c", w=size[1])[first:last]
+            _copy_block(rows, view[b], first, groups, into_groups=True)
+            _copy_block(rearrange(back[b], "(h w) c -> h w c", w=size[1])[first:last], view[b], first, groups,
+                        into_groups=False)
+    assert torch.equal(grouped, expected)
+    assert torch.equal(back, raster)
