@@ -278,7 +278,9 @@ class InterlacedSparseSelfAttention(nn.Module):
             :class:`~ocnet_edu.nn.attention.SelfAttention`); reading or setting it here reads or
             sets the flag of every stage. With it (the default) and no relations asked for, the
             forward pass is :func:`~ocnet_edu.nn.isa_lean.lean_forward` (the same numbers, less
-            memory, faster); otherwise each stage runs :func:`grouped_attention` on maps.
+            memory, faster), or, for CPU inference in eval mode,
+            :func:`~ocnet_edu.nn.isa_banded.banded_forward` (bands of pixel rows, less still);
+            otherwise each stage runs :func:`grouped_attention` on maps.
         recompute: in training on the fused path, save only the outputs of each stage's matrix
             products and attention for backward and run its batch-norms, activations and copies
             again there (selective :func:`torch.utils.checkpoint.checkpoint`, see

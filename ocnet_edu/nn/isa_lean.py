@@ -1,7 +1,8 @@
 """ISA's default forward pass, laid out so that it holds little memory and runs at matrix-product speed.
 
 :class:`~ocnet_edu.nn.isa.InterlacedSparseSelfAttention` with ``fused=True`` (the default) and no
-relations asked for runs :func:`lean_forward`. It computes exactly what the explicit path
+relations asked for runs :func:`lean_forward` (except in eval-mode CPU inference, where
+:func:`~ocnet_edu.nn.isa_banded.banded_forward` runs the same steps in bands of pixel rows). It computes exactly what the explicit path
 (:func:`~ocnet_edu.nn.isa.grouped_attention`, one stage at a time on ``[B, C, H, W]`` maps)
 computes, with the same modules and parameters; only the order of the work and the layout of
 the tensors differ. Axis names are those of :mod:`ocnet_edu.nn.isa`; ``g`` is a group folded
