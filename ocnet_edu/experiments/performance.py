@@ -304,8 +304,10 @@ def targets_table(rows: list[dict]):
     import pandas as pd
 
     frame = pd.DataFrame(rows).set_index(["size", "mode", "variant"])
+    sizes = dict.fromkeys(frame.index.get_level_values("size"))  # in the order measured
+    frame = frame.sort_index()  # (partial-key lookups on an unsorted index warn and run slowly)
     out = []
-    for size in dict.fromkeys(frame.index.get_level_values("size")):
+    for size in sizes:
         for label, num, den, column, mode, comparison, limit in TARGETS:
             if (size, mode, num) not in frame.index or (size, mode, den) not in frame.index:
                 continue
