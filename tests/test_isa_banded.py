@@ -12,6 +12,7 @@ from einops import rearrange
 
 from ocnet_edu import InterlacedSparseSelfAttention
 from ocnet_edu.nn import isa_banded
+from ocnet_edu.nn.attention import attend
 from ocnet_edu.nn.flavour import FLAVOURS
 from ocnet_edu.nn.isa_banded import _copy_block, _new_grouped, banded_applies, blocks, pointwise_steps, run_steps
 from ocnet_edu.nn.isa_lean import group_rows
@@ -155,7 +156,7 @@ def test_blocks_copied_into_groups_are_the_grouped_padded_map(stage, size, monke
     geometry = {"groups": groups, "batch": batch, "size": size, "padded": padded}
     raster = torch.randn(batch, size[0] * size[1], channels)
     expected = group_rows(raster, stage, groups, size, padded)  # padding zeros, then grouping
-    grouped, view = _new_grouped(stage, tuple(expected.shape), raster, geometry)
+    grouped, view = _new_grouped(stage, tuple(expected.shape), raster, geometry, [])
     back = torch.full_like(raster, float("nan"))
     for b in range(batch):
         for first, last in blocks(*size, groups[0]):
@@ -165,3 +166,42 @@ def test_blocks_copied_into_groups_are_the_grouped_padded_map(stage, size, monke
                         into_groups=False)
     assert torch.equal(grouped, expected)
     assert torch.equal(back, raster)
+
+
+@pytest.mark.parametrize("value_channels", [4, 6])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_over_query_chunks_equals_attend_and_reuses_the_queries(value_channels, masked, monkeypatch):
+    """Chunks of groups give what one call gives; with e = d the output is the queries' memory."""
+    monkeypatch.setattr(isa_banded, "BLOCK_PIXELS", 10)  # 2 groups of 5 positions per chunk: 4 chunks for 7 groups
+    torch.manual_seed(0)
+    query, key = torch.randn(7, 5, 4), torch.randn(7, 5, 4)
+    value = torch.randn(7, 5, value_channels)
+    mask = torch.rand(7, 5) > 0.3 if masked else None
+    if masked:
+        mask[:, 0] = True  # every group keeps a valid key
+    expected = attend(query, key, value, key_mask=mask, fused=True).output
+    out = isa_banded.attend_over_queries(query.clone() if value_channels != 4 else query, key, value, mask)
+    torch.testing.assert_close(out, expected)
+    assert (out.data_ptr() == query.data_ptr()) == (value_channels == 4)
+
+
+def test_the_second_stage_takes_the_first_stages_memory(monkeypatch):
+    """Stage 2's q, k, v live in the memory of stage 1's dead q, k, v (no new map for them)."""
+    module = make(groups=(2, 2))
+    x = torch.randn(1, 6, 8, 8)
+    made = []
+    real = isa_banded._new_grouped
+    monkeypatch.setattr(isa_banded, "_new_grouped", lambda *a: made.append(a[0]) or real(*a))
+    pointers = []
+    real_attend = isa_banded.attend_over_queries
+
+    def record(query, key, value, mask):
+        pointers.append({t.untyped_storage().data_ptr() for t in (query, key, value)})
+        return real_attend(query, key, value, mask)
+
+    monkeypatch.setattr(isa_banded, "attend_over_queries", record)
+    out = banded(module, x)
+    torch.testing.assert_close(out, explicit(module, x))
+    assert made == ["global"] * 3 + ["local"] * 3
+    # e = 4 != d = 3 here: stage 1's output is new, and stage 2's q, k, v take all three of stage 1's
+    assert pointers[1] == pointers[0]

@@ -14,21 +14,26 @@ local groups and one position of ``Q_w`` in every global group. For each block o
    each transform on its columns;
 3. writes q, k and v straight into their groups for this stage.
 
-So the only map-sized tensors of a pass are each stage's grouped q, k, v and attention output and
-the result: no ungrouped transform output, no regrouped copy, no ρ output between the stages. The
-work on a block stays in the cache, and far less new memory is asked of the allocator, whose
-large blocks the kernel must fault in page by page (the efficiency chapter measures both). The
-attention itself (Eq. 10–11 per group) is :func:`~ocnet_edu.nn.attention.attend` on the whole
-stage, as in :func:`~ocnet_edu.nn.isa_lean.lean_forward`, which computes the same numbers and runs
-wherever this pass does not apply (autograd, a GPU, ``torch.compile``, autocast, a layer that is
-not a per-pixel map). On a GPU the caching allocator already reuses memory and many small
-products would cost kernel launches, so the bands are a CPU layout.
+The attention (Eq. 10–11 per group, :func:`~ocnet_edu.nn.attention.attend`) runs on chunks of
+groups, and each chunk's output is written over its queries, which are dead once attended
+(:func:`attend_over_queries`); the next stage's q, k, v take the memory of this stage's dead ones.
+So a pass makes only four map-sized tensors and the result (at ``1×512×128×256``: four of 32 MiB
+and one of 64 MiB): no ungrouped transform
+output, no regrouped copy, no ρ output between the stages, no separate attention output. The work
+on a block stays in the cache, and far less new memory is asked of the allocator, whose large
+blocks the kernel must fault in page by page (the efficiency chapter measures both).
+:func:`~ocnet_edu.nn.isa_lean.lean_forward` computes the same numbers and runs wherever this pass
+does not apply (autograd, a GPU, ``torch.compile``, autocast, a layer that is not a per-pixel
+map). On a GPU the caching allocator already reuses memory and many small products would cost
+kernel launches, so the bands are a CPU layout.
 
 Padded maps: only the pixels of the input are transformed (no work is spent on padding); the
 padded positions of q, k and v are zeros, and padded keys are masked as in the explicit path.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +44,7 @@ from ocnet_edu.nn.attention import attend
 from ocnet_edu.nn.isa_lean import (ROW_PATTERNS, _foldable_norm, _group_count, _key_mask, _plain_1x1,
                                    folded_weights)
 
-__all__ = ["BLOCK_PIXELS", "GROUPED_6D", "Step", "Workspace", "banded_applies", "blocks", "banded_forward", "pointwise_steps", "run_steps"]
+__all__ = ["BLOCK_PIXELS", "GROUPED_6D", "Step", "Workspace", "attend_over_queries", "banded_applies", "blocks", "banded_forward", "pointwise_steps", "run_steps"]
 
 #: A per-pixel step: an affine map ``(weight [o, i], bias [o] or None)`` or an activation, given by
 #: its negative slope (0.0: ReLU).
@@ -174,10 +179,15 @@ def _copy_block(block: torch.Tensor, grouped: torch.Tensor, first: int, groups: 
         (target.copy_(part) if into_groups else part.copy_(target))
 
 
-def _new_grouped(stage: str, shape: tuple[int, int, int], like: torch.Tensor, geometry: dict) -> tuple:
+def _new_grouped(stage: str, shape: tuple[int, int, int], like: torch.Tensor, geometry: dict,
+                 spare: list[torch.Tensor]) -> tuple:
     """An uninitialised grouped map ``[g, n, c]`` of ``stage`` with its padded positions zeroed, and
-    its :data:`GROUPED_6D` view."""
-    tensor = like.new_empty(shape)
+    its :data:`GROUPED_6D` view. Its memory is taken from a dead tensor of ``spare`` of the same size
+    if there is one (and removed from ``spare``)."""
+    reuse = next((t for t in spare if t.numel() == math.prod(shape) and t.dtype == like.dtype), None)
+    if reuse is not None:
+        spare.remove(reuse)
+    tensor = like.new_empty(shape) if reuse is None else reuse.view(shape)
     (group_h, group_w), (height, width) = geometry["groups"], geometry["size"]
     view = rearrange(tensor, f"{ROW_PATTERNS[stage]} -> {GROUPED_6D}", b=geometry["batch"], ph=group_h, pw=group_w,
                      qh=geometry["padded"][0] // group_h)
@@ -193,8 +203,10 @@ def _out_width(steps: list[Step]) -> int:
     return next(step[0].shape[0] for step in reversed(steps) if not isinstance(step, float))
 
 
-def _stage_inputs(stage: str, module: nn.Module, read_rows, geometry: dict, work: Workspace) -> list[torch.Tensor]:
-    """θ, φ, δ of one stage, block by block, written into new grouped q, k, v ``[g, n, c]``.
+def _stage_inputs(stage: str, module: nn.Module, read_rows, geometry: dict, work: Workspace,
+                  spare: list[torch.Tensor]) -> list[torch.Tensor]:
+    """θ, φ, δ of one stage, block by block, written into grouped q, k, v ``[g, n, c]`` (new, or the
+    memory of dead tensors of ``spare``).
 
     ``read_rows(b, first, last)`` gives the stage's input for raster rows ``first:last`` of image
     ``b`` as rows ``[(rows W), c_in]``.
@@ -206,7 +218,7 @@ def _stage_inputs(stage: str, module: nn.Module, read_rows, geometry: dict, work
     (group_h, _), (height, width) = geometry["groups"], geometry["size"]
     count = _group_count(stage, geometry["groups"], geometry["batch"], geometry["padded"])
     positions = geometry["batch"] * geometry["padded"][0] * geometry["padded"][1] // count
-    outputs = [_new_grouped(stage, (count, positions, _out_width(s)), work.like, geometry) for s in steps]
+    outputs = [_new_grouped(stage, (count, positions, _out_width(s)), work.like, geometry, spare) for s in steps]
     for b in range(geometry["batch"]):
         for first, last in blocks(height, width, group_h):
             rows = read_rows(b, first, last)
@@ -252,14 +264,16 @@ def banded_forward(stages: list[tuple[str, nn.Module]], x: torch.Tensor, groups:
     def read_rows(b: int, first: int, last: int) -> torch.Tensor:  # a view: NCHW rows are read transposed
         return rearrange(x[b, :, first:last], "c h w -> (h w) c")
 
-    out = None
+    out, spare = None, []  # spare: dead grouped maps, whose memory the next stage's q, k, v take
     for name, module in stages:
-        query, key, value = _stage_inputs(name, module, read_rows, geometry, work)
+        query, key, value = _stage_inputs(name, module, read_rows, geometry, work, spare)
         read_rows = out = None  # the previous stage's attention output is read: free it first
         mask = _key_mask(name, groups, geometry["size"], padded, geometry["batch"], x.device)
-        out = attend(query, key, value, key_mask=mask, fused=True).output
+        out = attend_over_queries(query, key, value, mask)
+        spare = [t for t in (query, key, value) if t.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()]
         del query, key, value
         read_rows = _read_groups(out, name, pointwise_steps(module.rho), geometry, work)
+    del spare  # the last stage's dead q, k, v: nothing takes their memory now
     # the last ρ: its steps up to its last affine map, which writes the output (then its activations)
     rho = pointwise_steps(stages[-1][1].rho)
     last_affine = max(index for index, step in enumerate(rho) if not isinstance(step, float))
@@ -293,6 +307,25 @@ def blocks(height: int, width: int, multiple: int) -> list[tuple[int, int]]:
         firsts.pop()
     spans = list(zip(firsts, [*firsts[1:], height]))
     return [spans[-1], *spans[:-1]]
+
+
+def attend_over_queries(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        key_mask: torch.Tensor | None) -> torch.Tensor:
+    """:func:`~ocnet_edu.nn.attention.attend` (fused, Eq. 10–11 per group) on chunks of about
+    :data:`BLOCK_PIXELS` query rows, each chunk's output written over its queries, which are dead
+    once attended (when the output has the queries' shape; into a new tensor otherwise).
+
+    Args: ``query, key [g, n, d]``, ``value [g, n, e]``, ``key_mask [g, n]`` or ``None``.
+    Returns: ``[g, n, e]``; no map-sized tensor is made when ``e = d`` (each group's queries are
+    read by its own chunk only, and overwritten after it).
+    """
+    out = query if value.shape[-1] == query.shape[-1] else value.new_empty(*query.shape[:2], value.shape[-1])
+    chunk = max(1, BLOCK_PIXELS // query.shape[1])
+    for first in range(0, query.shape[0], chunk):
+        groups = slice(first, first + chunk)
+        mask = None if key_mask is None else key_mask[groups]
+        out[groups] = attend(query[groups], key[groups], value[groups], key_mask=mask, fused=True).output
+    return out
 
 
 def _bias(bias: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
