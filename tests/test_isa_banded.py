@@ -6,9 +6,12 @@ block or many (``BLOCK_PIXELS`` made small), and must step aside (to ``lean_forw
 transform is not a per-pixel map or autograd, autocast, another device or compiling is in play.
 """
 
+from collections import Counter
+
 import pytest
 import torch
 from einops import rearrange
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ocnet_edu import InterlacedSparseSelfAttention
 from ocnet_edu.nn import isa_banded
@@ -205,3 +208,59 @@ def test_the_second_stage_takes_the_first_stages_memory(monkeypatch):
     assert made == ["global"] * 3 + ["local"] * 3
     # e = 4 != d = 3 here: stage 1's output is new, and stage 2's q, k, v take all three of stage 1's
     assert pointers[1] == pointers[0]
+
+
+class NewStorages(TorchDispatchMode):
+    """Records, per operator, how many outputs own a storage that did not exist before the op."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        before = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs))}
+        out = func(*args, **(kwargs or {}))
+        for t in _tensors(out):
+            if t.untyped_storage().data_ptr() not in before and t.untyped_storage().nbytes():
+                self.made[func.overloadpacket.__name__] += 1
+        return out
+
+
+def _tensors(tree):
+    return [leaf for leaf in torch.utils._pytree.tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
+
+
+@pytest.mark.parametrize("size", [(16, 16), (15, 13)])
+def test_products_write_into_reused_buffers_and_activations_run_in_place(size, monkeypatch):
+    """No matrix product makes its own output (each writes into a work buffer or the result), no
+    activation copies its input, and the number of new tensors does not grow with the number of
+    blocks: the work buffers are made once per pass."""
+    module = make(groups=(2, 2))  # paper flavour: θ, φ with two conv → BN → ReLU blocks
+    stages = stages_of(module)
+    x = torch.randn(1, 6, *size)
+    padded = (-(-size[0] // 2) * 2, -(-size[1] // 2) * 2)
+    counts = {}
+    for block_pixels in (2 * size[1], 4 * size[1]):  # 8 and 4 blocks (one eighth of the map at most)
+        monkeypatch.setattr(isa_banded, "BLOCK_PIXELS", block_pixels)
+        # (the attention, whose kernel the dispatch mode would see decomposed, is left out: counted here
+        # are the transforms and copies around it)
+        monkeypatch.setattr(isa_banded, "attend_over_queries", lambda query, key, value, mask: value)
+        with torch.no_grad(), NewStorages() as recorder:
+            isa_banded.banded_forward(stages, x, (2, 2), padded)
+        counts[block_pixels] = recorder.made
+    many, few = counts.values()
+    assert not {"addmm", "mm", "bmm", "baddbmm", "relu", "leaky_relu"} & set(many)
+    assert many["clone"] == (0 if padded == size else len(stages))  # only the key masks (einops' repeat)
+    assert many == few
+
+
+def test_the_workspace_hands_out_the_same_memory_for_the_same_name():
+    work = isa_banded.Workspace(torch.zeros(1))
+    first = work("a", 6, 3)
+    assert work("a", 6, 3).data_ptr() == first.data_ptr()       # the same size: the same buffer
+    assert work("a", 4, 3).data_ptr() == first.data_ptr()       # fewer rows: a prefix of it
+    assert work("a", 4, 3).shape == (4, 3) and work("a", 4, 3).is_contiguous()
+    assert work("b", 6, 3).data_ptr() != first.data_ptr()       # another name: another buffer
+    assert work("a", 6, 5).data_ptr() != first.data_ptr()       # other columns: another buffer
+    assert work("a", 8, 3).shape == (8, 3)                      # more rows: a larger buffer ...
+    assert work("a", 8, 3).data_ptr() == work("a", 6, 3).data_ptr()  # ... kept from then on

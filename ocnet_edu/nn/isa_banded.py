@@ -245,7 +245,7 @@ def _read_groups(grouped: torch.Tensor, stage: str, steps: list[Step], geometry:
         block = work("gathered", (last - first) * width, grouped.shape[-1])
         _copy_block(rearrange(block, "(h w) c -> h w c", w=width), view[b], first, geometry["groups"],
                     into_groups=False)
-        return run_steps(steps, block, owned=True, work=work, name="rho")
+        return run_steps(steps, block, work=work, name="rho")  # (steps start with an affine map)
 
     return read_rows
 
