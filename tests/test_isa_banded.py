@@ -264,3 +264,11 @@ def test_the_workspace_hands_out_the_same_memory_for_the_same_name():
     assert work("a", 6, 5).data_ptr() != first.data_ptr()       # other columns: another buffer
     assert work("a", 8, 3).shape == (8, 3)                      # more rows: a larger buffer ...
     assert work("a", 8, 3).data_ptr() == work("a", 6, 3).data_ptr()  # ... kept from then on
+
+
+def test_pointwise_steps_refuse_what_is_not_a_chain_starting_with_a_convolution():
+    with torch.no_grad():
+        assert pointwise_steps(torch.nn.Sequential()) is None
+        assert pointwise_steps(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 1))) is None
+        assert pointwise_steps(torch.nn.Conv2d(2, 3, 1, groups=1)) is not None
+        assert pointwise_steps(torch.nn.Conv2d(2, 2, 1, groups=2)) is None  # grouped: not one product

@@ -44,7 +44,8 @@ from ocnet_edu.nn.attention import attend
 from ocnet_edu.nn.isa_lean import (ROW_PATTERNS, _foldable_norm, _group_count, _key_mask, _plain_1x1,
                                    folded_weights)
 
-__all__ = ["BLOCK_PIXELS", "GROUPED_6D", "Step", "Workspace", "attend_over_queries", "banded_applies", "blocks", "banded_forward", "pointwise_steps", "run_steps"]
+__all__ = ["BLOCK_PIXELS", "GROUPED_6D", "Step", "Workspace", "attend_over_queries", "banded_applies", "banded_forward",
+           "blocks", "pointwise_steps", "run_steps"]
 
 #: A per-pixel step: an affine map ``(weight [o, i], bias [o] or None)`` or an activation, given by
 #: its negative slope (0.0: ReLU).
@@ -75,7 +76,8 @@ def pointwise_steps(module: nn.Module) -> list[Step] | None:
     which a step would skip) gives ``None``.
     """
     layers = _layers(module)
-    if any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()) or not _plain_1x1(layers[0]):
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    if hooked or not layers or not _plain_1x1(layers[0]):
         return None
     steps: list[Step] = []
     index = 0
