@@ -272,3 +272,13 @@ def test_pointwise_steps_refuse_what_is_not_a_chain_starting_with_a_convolution(
         assert pointwise_steps(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 1))) is None
         assert pointwise_steps(torch.nn.Conv2d(2, 3, 1, groups=1)) is not None
         assert pointwise_steps(torch.nn.Conv2d(2, 2, 1, groups=2)) is None  # grouped: not one product
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_last_projection_without_bias(channels_last):
+    """ρ of the last stage a bare 1×1 convolution without bias, into either memory format."""
+    module = make()
+    module.stage("local").rho = torch.nn.Conv2d(4, 5, 1, bias=False)
+    x = torch.randn(2, 6, 7, 9)
+    x_in = x.to(memory_format=torch.channels_last) if channels_last else x
+    torch.testing.assert_close(banded(module, x_in), explicit(module, x))
