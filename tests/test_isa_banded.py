@@ -282,3 +282,13 @@ def test_a_last_projection_without_bias(channels_last):
     x = torch.randn(2, 6, 7, 9)
     x_in = x.to(memory_format=torch.channels_last) if channels_last else x
     torch.testing.assert_close(banded(module, x_in), explicit(module, x))
+
+
+def test_a_one_channel_input_gives_a_contiguous_output():
+    """A ``[B, 1, H, W]`` map is contiguous and channels_last at once: the output is plain NCHW."""
+    torch.manual_seed(0)
+    module = randomize_batch_norm(InterlacedSparseSelfAttention(1, 3, 4, 5, groups=(2, 2))).eval()
+    x = torch.randn(2, 1, 6, 5)
+    out = banded(module, x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, explicit(module, x))
