@@ -91,7 +91,7 @@ def test_the_default_inference_pass_is_banded_and_holds_less(monkeypatch):
     monkeypatch.setattr("ocnet_edu.nn.isa.banded_forward", lambda *a: calls.append(1) or real(*a))
     banded_peak = peak_tensor_bytes(module, x)
     assert calls == [1]
-    monkeypatch.setattr("ocnet_edu.nn.isa.banded_applies", lambda *a: False)
+    monkeypatch.setattr("ocnet_edu.nn.isa.banded_steps", lambda *a: None)
     assert banded_peak < peak_tensor_bytes(module, x)
 
 
@@ -107,6 +107,8 @@ def test_banded_pass_steps_aside_where_it_does_not_apply():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not banded_applies(stages, x)
     assert not banded_applies(stages, x)  # autograd
+    with pytest.raises(ValueError, match="banded_forward: x must be"):  # called anyway: a clear error
+        isa_banded.banded_forward(stages, x, (2, 4), (8, 8))
     with torch.no_grad():
         module.train()  # batch-norm statistics over the whole map: not per pixel
         assert not banded_applies(stages, x)

@@ -37,7 +37,7 @@ from torch import nn
 
 from ocnet_edu.nn.attention import AttentionOutput, SelfAttention, attend, attention_channels
 from ocnet_edu.nn.flavour import Flavour, get_flavour
-from ocnet_edu.nn.isa_banded import banded_applies, banded_forward
+from ocnet_edu.nn.isa_banded import banded_forward, banded_steps
 from ocnet_edu.nn.isa_lean import lean_forward
 from ocnet_edu.nn.layers import check_input, check_size
 from ocnet_edu.nn.tracing import crop, exporting
@@ -350,8 +350,9 @@ class InterlacedSparseSelfAttention(nn.Module):
         if self.fused and not return_relations and not exporting():  # export traces the branch-free path
             stages = [(name, self.stage(name)) for name in self.stages]
             padded = _round_up(tuple(x.shape[-2:]), self.groups)
-            if banded_applies(stages, x):  # CPU inference: the same numbers, in bands of pixel rows
-                x = banded_forward(stages, x, self.groups, padded)
+            steps = banded_steps(stages, x)
+            if steps is not None:  # CPU inference: the same numbers, in bands of pixel rows
+                x = banded_forward(stages, x, self.groups, padded, steps)
             else:
                 x = lean_forward(stages, x, self.groups, padded, recompute=self.recompute and self.training)
             return x if window is None else _crop(x, *window)

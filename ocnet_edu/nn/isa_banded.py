@@ -44,8 +44,8 @@ from ocnet_edu.nn.attention import attend
 from ocnet_edu.nn.isa_lean import (ROW_PATTERNS, _foldable_norm, _group_count, _key_mask, _plain_1x1,
                                    folded_weights)
 
-__all__ = ["BLOCK_PIXELS", "GROUPED_6D", "Step", "Workspace", "attend_over_queries", "banded_applies", "banded_forward",
-           "blocks", "pointwise_steps", "run_steps"]
+__all__ = ["BLOCK_PIXELS", "GROUPED_6D", "PARTS", "Step", "Workspace", "attend_over_queries", "banded_applies",
+           "banded_forward", "banded_steps", "blocks", "pointwise_steps", "run_steps"]
 
 #: A per-pixel step: an affine map ``(weight [o, i], bias [o] or None)`` or an activation, given by
 #: its negative slope (0.0: ReLU).
@@ -133,19 +133,32 @@ class Workspace:
         return buffer[:rows]
 
 
-def banded_applies(stages: list[tuple[str, nn.Module]], x: torch.Tensor) -> bool:
-    """Whether :func:`banded_forward` runs for ``x``: a CPU map without autograd, autocast or
+#: θ, φ, δ and ρ of one stage as per-pixel steps (:func:`pointwise_steps`), by part name
+PARTS = ("theta", "phi", "delta", "rho")
+
+
+def banded_steps(stages: list[tuple[str, nn.Module]], x: torch.Tensor) -> list[dict[str, list[Step]]] | None:
+    """For each stage, its θ, φ, δ, ρ as per-pixel steps (:data:`PARTS` → steps), or ``None`` when
+    :func:`banded_forward` does not apply to ``x``: it needs a CPU map without autograd, autocast or
     ``torch.compile``, parameters of its dtype, and every θ, φ, δ, ρ a chain of per-pixel steps."""
     if (x.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling()
             or torch.is_autocast_enabled("cpu") or not x.is_floating_point()):
-        return False
+        return None
+    plan = []
     for _, module in stages:
-        for part in (module.theta, module.phi, module.delta, module.rho):
-            if any(p.dtype != x.dtype or p.device != x.device for p in part.parameters()):
-                return False
-            if pointwise_steps(part) is None:
-                return False
-    return True
+        parts = {name: getattr(module, name) for name in PARTS}
+        if any(p.dtype != x.dtype or p.device != x.device for part in parts.values() for p in part.parameters()):
+            return None
+        steps = {name: pointwise_steps(part) for name, part in parts.items()}
+        if any(step_list is None for step_list in steps.values()):
+            return None
+        plan.append(steps)
+    return plan
+
+
+def banded_applies(stages: list[tuple[str, nn.Module]], x: torch.Tensor) -> bool:
+    """Whether :func:`banded_forward` runs for ``x`` (:func:`banded_steps` is not ``None``)."""
+    return banded_steps(stages, x) is not None
 
 
 def _pieces(first: int, last: int, width: int, groups: tuple[int, int]):
@@ -181,6 +194,13 @@ def _copy_block(block: torch.Tensor, grouped: torch.Tensor, first: int, groups: 
         (target.copy_(part) if into_groups else part.copy_(target))
 
 
+def _grouped_view(tensor: torch.Tensor, stage: str, geometry: dict) -> torch.Tensor:
+    """A grouped map ``[g, n, c]`` of ``stage`` as its :data:`GROUPED_6D` view (no copy)."""
+    (group_h, group_w), batch = geometry["groups"], geometry["batch"]
+    return rearrange(tensor, f"{ROW_PATTERNS[stage]} -> {GROUPED_6D}", b=batch, ph=group_h, pw=group_w,
+                     qh=geometry["padded"][0] // group_h)
+
+
 def _new_grouped(stage: str, shape: tuple[int, int, int], like: torch.Tensor, geometry: dict,
                  spare: list[torch.Tensor]) -> tuple:
     """An uninitialised grouped map ``[g, n, c]`` of ``stage`` with its padded positions zeroed, and
@@ -191,8 +211,7 @@ def _new_grouped(stage: str, shape: tuple[int, int, int], like: torch.Tensor, ge
         spare.remove(reuse)
     tensor = like.new_empty(shape) if reuse is None else reuse.view(shape)
     (group_h, group_w), (height, width) = geometry["groups"], geometry["size"]
-    view = rearrange(tensor, f"{ROW_PATTERNS[stage]} -> {GROUPED_6D}", b=geometry["batch"], ph=group_h, pw=group_w,
-                     qh=geometry["padded"][0] // group_h)
+    view = _grouped_view(tensor, stage, geometry)
     if height % group_h:
         view[:, -1, height % group_h:].zero_()
     if width % group_w:
@@ -205,7 +224,7 @@ def _out_width(steps: list[Step]) -> int:
     return next(step[0].shape[0] for step in reversed(steps) if not isinstance(step, float))
 
 
-def _stage_inputs(stage: str, module: nn.Module, read_rows, geometry: dict, work: Workspace,
+def _stage_inputs(stage: str, stage_steps: dict[str, list[Step]], read_rows, geometry: dict, work: Workspace,
                   spare: list[torch.Tensor]) -> list[torch.Tensor]:
     """θ, φ, δ of one stage, block by block, written into grouped q, k, v ``[g, n, c]`` (new, or the
     memory of dead tensors of ``spare``).
@@ -213,7 +232,7 @@ def _stage_inputs(stage: str, module: nn.Module, read_rows, geometry: dict, work
     ``read_rows(b, first, last)`` gives the stage's input for raster rows ``first:last`` of image
     ``b`` as rows ``[(rows W), c_in]``.
     """
-    steps = [pointwise_steps(part) for part in (module.theta, module.phi, module.delta)]
+    steps = [stage_steps[name] for name in ("theta", "phi", "delta")]
     heads = [step_list[0] for step_list in steps]  # each transform's first affine map
     stacked_weight = torch.cat([weight for weight, _ in heads])
     stacked_bias = torch.cat([_bias(bias, weight) for weight, bias in heads])
@@ -239,9 +258,7 @@ def _stage_inputs(stage: str, module: nn.Module, read_rows, geometry: dict, work
 def _read_groups(grouped: torch.Tensor, stage: str, steps: list[Step], geometry: dict, work: Workspace):
     """``read_rows`` for what follows ``stage``: raster rows of ``grouped`` (``stage``'s attention
     output ``[g, n, e]``) copied out of their groups, then ``steps`` (its ρ, or ρ's first steps)."""
-    (group_h, group_w), width = geometry["groups"], geometry["size"][1]
-    view = rearrange(grouped, f"{ROW_PATTERNS[stage]} -> {GROUPED_6D}", b=geometry["batch"], ph=group_h,
-                     pw=group_w, qh=geometry["padded"][0] // group_h)
+    width, view = geometry["size"][1], _grouped_view(grouped, stage, geometry)
 
     def read_rows(b: int, first: int, last: int) -> torch.Tensor:
         block = work("gathered", (last - first) * width, grouped.shape[-1])
@@ -253,12 +270,20 @@ def _read_groups(grouped: torch.Tensor, stage: str, steps: list[Step], geometry:
 
 
 def banded_forward(stages: list[tuple[str, nn.Module]], x: torch.Tensor, groups: tuple[int, int],
-                   padded: tuple[int, int]) -> torch.Tensor:
+                   padded: tuple[int, int], steps: list[dict[str, list[Step]]] | None = None) -> torch.Tensor:
     """ISA's stages on ``x [B, C_in, H, W]`` → ``[B, C_out, H, W]`` in bands (see the module's docstring).
 
-    Same arguments and result as :func:`~ocnet_edu.nn.isa_lean.lean_forward`; call it only where
-    :func:`banded_applies` holds. The output has the memory format of ``x``.
+    Same arguments and result as :func:`~ocnet_edu.nn.isa_lean.lean_forward`; ``steps``: what
+    :func:`banded_steps` gave for them (computed here if not given). The output has the memory
+    format of ``x``.
+
+    Raises:
+        ValueError: the pass does not apply (:func:`banded_steps` is ``None``).
     """
+    steps = banded_steps(stages, x) if steps is None else steps
+    if steps is None:
+        raise ValueError("banded_forward: x must be a floating CPU map without autograd, autocast or compiling, "
+                         "and every theta, phi, delta, rho a per-pixel chain (see banded_steps)")
     geometry = {"groups": groups, "batch": x.shape[0], "size": tuple(x.shape[-2:]), "padded": padded}
     height, width = geometry["size"]
     work = Workspace(x)
@@ -266,32 +291,33 @@ def banded_forward(stages: list[tuple[str, nn.Module]], x: torch.Tensor, groups:
     def read_rows(b: int, first: int, last: int) -> torch.Tensor:  # a view: NCHW rows are read transposed
         return rearrange(x[b, :, first:last], "c h w -> (h w) c")
 
+    # the last ρ: its steps up to its last affine map, which writes the output (then its activations)
+    rho = steps[-1]["rho"]
+    last_affine = max(index for index, step in enumerate(rho) if not isinstance(step, float))
+    weight, bias = rho[last_affine][0], _bias(rho[last_affine][1], rho[last_affine][0])
     out, spare = None, []  # spare: dead grouped maps, whose memory the next stage's q, k, v take
-    for name, module in stages:
-        query, key, value = _stage_inputs(name, module, read_rows, geometry, work, spare)
+    for index, ((name, _), stage_steps) in enumerate(zip(stages, steps, strict=True)):
+        query, key, value = _stage_inputs(name, stage_steps, read_rows, geometry, work, spare)
         read_rows = out = None  # the previous stage's attention output is read: free it first
         mask = _key_mask(name, groups, geometry["size"], padded, geometry["batch"], x.device)
         out = attend_over_queries(query, key, value, mask)
         spare = [t for t in (query, key, value) if t.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()]
         del query, key, value
-        read_rows = _read_groups(out, name, pointwise_steps(module.rho), geometry, work)
+        last = index == len(stages) - 1
+        read_rows = _read_groups(out, name, rho[:last_affine] if last else stage_steps["rho"], geometry, work)
     del spare  # the last stage's dead q, k, v: nothing takes their memory now
-    # the last ρ: its steps up to its last affine map, which writes the output (then its activations)
-    rho = pointwise_steps(stages[-1][1].rho)
-    last_affine = max(index for index, step in enumerate(rho) if not isinstance(step, float))
-    (weight, bias), activations = rho[last_affine], rho[last_affine + 1:]
-    read_rows = _read_groups(out, stages[-1][0], rho[:last_affine], geometry, work)
     channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     result = torch.empty(x.shape[0], weight.shape[0], height, width, dtype=x.dtype,
                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    activations = rho[last_affine + 1:]
     for b in range(x.shape[0]):
         for first, last in blocks(height, width, groups[0]):
             rows, target = read_rows(b, first, last), result[b, :, first:last]
             if channels_last:  # the output's rows are contiguous: the product writes them
-                product = torch.addmm(_bias(bias, weight), rows, weight.t(), out=rearrange(target, "c h w -> (h w) c"))
+                product = torch.addmm(bias, rows, weight.t(), out=rearrange(target, "c h w -> (h w) c"))
                 run_steps(activations, product, owned=True)
             else:  # NCHW: the product made as columns (one per pixel), then copied as whole channel rows
-                product = torch.addmm(rearrange(_bias(bias, weight), "o -> o 1"), weight, rows.t(),
+                product = torch.addmm(rearrange(bias, "o -> o 1"), weight, rows.t(),
                                       out=work("columns", weight.shape[0], rows.shape[0]))
                 target.copy_(rearrange(run_steps(activations, product, owned=True), "c (h w) -> c h w", w=width))
     return result

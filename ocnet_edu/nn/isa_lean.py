@@ -2,8 +2,9 @@
 
 :class:`~ocnet_edu.nn.isa.InterlacedSparseSelfAttention` with ``fused=True`` (the default) and no
 relations asked for runs :func:`lean_forward` (except in eval-mode CPU inference, where
-:func:`~ocnet_edu.nn.isa_banded.banded_forward` runs the same steps in bands of pixel rows). It computes exactly what the explicit path
-(:func:`~ocnet_edu.nn.isa.grouped_attention`, one stage at a time on ``[B, C, H, W]`` maps)
+:func:`~ocnet_edu.nn.isa_banded.banded_forward` runs the same steps in bands of pixel rows). It
+computes exactly what the explicit path (:func:`~ocnet_edu.nn.isa.grouped_attention`, one stage at a
+time on ``[B, C, H, W]`` maps)
 computes, with the same modules and parameters; only the order of the work and the layout of
 the tensors differ. Axis names are those of :mod:`ocnet_edu.nn.isa`; ``g`` is a group folded
 into the batch, ``n`` a position inside it.
@@ -57,8 +58,8 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from ocnet_edu.nn.attention import attend
 
-__all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded_1x1", "folded_weights", "frozen_norm_statistics", "group_rows", "group_slots", "lean_forward", "linear_1x1",
-           "regroup", "ungroup_rows"]
+__all__ = ["CHUNK_ROWS", "ROW_PATTERNS", "SAVED_OPS", "apply_pointwise", "folded_1x1", "folded_weights",
+           "frozen_norm_statistics", "group_rows", "group_slots", "lean_forward", "linear_1x1", "regroup", "ungroup_rows"]
 
 #: the groups of each stage, as rows (the right-hand sides of ``isa.GROUP_PATTERNS``)
 ROW_PATTERNS = {"global": "(b ph pw) (qh qw) c", "local": "(b qh qw) (ph pw) c"}
